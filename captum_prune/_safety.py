@@ -1,0 +1,135 @@
+r"""Argument checks and the guarantees that no caller state changes."""
+import contextlib
+import warnings
+from typing import Any, Callable, Iterator, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+def check_forward_func(forward_func: Callable) -> None:
+    if not callable(forward_func):
+        raise TypeError(
+            f"forward_func: expected an nn.Module or a callable, got {type(forward_func).__name__}"
+        )
+    if isinstance(forward_func, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TypeError(
+            "forward_func: nn.DataParallel runs the model in several threads, whose hooks "
+            "cannot be told apart; pass the wrapped model (model.module) instead"
+        )
+    if isinstance(forward_func, torch.jit.ScriptModule):
+        raise TypeError(
+            "forward_func: a scripted or traced (torch.jit) model does not run module hooks, "
+            "so it cannot be pruned; pass the eager nn.Module instead"
+        )
+    compiled = getattr(getattr(torch, "_dynamo", None), "eval_frame", None)
+    if compiled is not None and isinstance(forward_func, compiled.OptimizedModule):
+        raise TypeError(
+            "forward_func: a torch.compile'd model does not reliably run module hooks; pass "
+            "the original module (compiled._orig_mod) instead"
+        )
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, high_open: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    upper_ok = value < high if high_open else value <= high
+    if not (low <= value and upper_ok):
+        bound = ")" if high_open else "]"
+        raise ValueError(f"{name}: must be in [{low}, {high}{bound}, got {value}")
+
+
+def check_choice(name: str, value: Any, allowed: Tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{name}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}"
+        )
+
+
+def check_positive_int(name: str, value: Any, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: must be a positive int{' or None' if optional else ''}, got {value!r}")
+
+
+def prepare_inputs(inputs: Any) -> Tuple[Tensor, ...]:
+    r"""Validates the inputs and returns aliases that require grad.
+
+    The aliases share memory with the caller's tensors, but setting ``requires_grad`` on them
+    leaves the caller's tensors exactly as they were.
+    """
+    if isinstance(inputs, Tensor):
+        inputs = (inputs,)
+    if not isinstance(inputs, tuple) or not inputs:
+        raise TypeError(
+            f"inputs: expected a Tensor or a non-empty tuple of Tensors, got {type(inputs).__name__}"
+        )
+    prepared = []
+    for position, x in enumerate(inputs):
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"inputs[{position}]: expected a Tensor, got {type(x).__name__}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"inputs[{position}]: has dtype {x.dtype}; gradients need floating-point "
+                "inputs (for token ids, prune with layers=[...] and attribute to an embedding "
+                "output instead)"
+            )
+        if x.dim() == 0 or x.shape[0] != inputs[0].shape[0]:
+            raise ValueError(
+                f"inputs[{position}]: every input needs the batch as its first dimension "
+                f"({inputs[0].shape[0] if inputs[0].dim() else '?'} examples), got shape "
+                f"{tuple(x.shape)}"
+            )
+        if x.is_inference():
+            x = x.clone()  # an inference tensor cannot take part in autograd
+        prepared.append(x.detach().requires_grad_())
+    return tuple(prepared)
+
+
+def check_grad_mode() -> None:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "PrunedGradient needs autograd, which torch.inference_mode() switches off for good; "
+            "call attribute() outside inference_mode (torch.no_grad() is fine)"
+        )
+
+
+_STATEFUL_IN_TRAINING = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+@contextlib.contextmanager
+def model_state_guard(forward_func: Callable) -> Iterator[None]:
+    r"""Warns about train mode, and restores buffers that forward passes in train mode change.
+
+    Pruning runs two or more forward passes. In train mode BatchNorm couples the examples and
+    updates its running statistics each time, and dropout differs between passes.
+    """
+    if not isinstance(forward_func, nn.Module):
+        yield
+        return
+    training = [
+        name
+        for name, module in forward_func.named_modules()
+        if module.training and isinstance(module, _STATEFUL_IN_TRAINING)
+    ]
+    if not training:
+        yield
+        return
+    warnings.warn(
+        f"forward_func is in train mode with {len(training)} BatchNorm/Dropout module(s) "
+        f"(e.g. '{training[0]}'): the scoring and gradient passes then see different networks "
+        "and examples of a batch affect each other. Call model.eval() first for the method's "
+        "results; buffers are restored after the call.",
+        UserWarning,
+        stacklevel=4,
+    )
+    saved = [(buf, buf.detach().clone()) for buf in forward_func.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
