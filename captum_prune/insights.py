@@ -1,0 +1,387 @@
+r"""
+:class:`~captum_prune.PrunedGradient` in Captum Insights, and the ``captum-prune insights``
+command.
+
+Captum Insights (the web page that shows attributions next to a model's predictions) exists
+only up to captum 0.8.0; captum 0.9.0 retired it. Everything here therefore needs captum 0.8
+in an environment of its own: ``pip install 'captum-prune[insights]'``. Importing this module
+works under any captum; the functions that need Insights raise an :class:`ImportError` that
+says so.
+
+- :func:`register` adds "Pruned Gradient" to the page's method list, with its sparsity (an
+  integer percent) and criterion as arguments.
+- :class:`InsightsImageFeature` is a drop-in replacement for Insights' ``ImageFeature``
+  that also shows greyscale images, and shows a message instead of failing when an
+  attribution is zero everywhere (Insights' own feature answers such maps with HTTP 500).
+- :func:`build_digits_visualizer` and :func:`serve` set up the page for the embedded digits
+  model; :func:`run` is the command line.
+
+All-zero maps: at a high sparsity the pruned network may no longer depend on the input at
+all, so its gradient is zero everywhere. The page then keeps the sparsity the user chose and
+shows, in place of that map, a panel that says so and suggests a lower sparsity; changing the
+user's setting behind their back would mislabel the map.
+"""
+import argparse
+import importlib.util
+import ipaddress
+import itertools
+import sys
+import textwrap
+from functools import lru_cache
+from typing import Any, Iterator, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from captum_prune.criteria import CRITERIA
+from captum_prune.pruned_gradient import DEFAULT_SPARSITY, PrunedGradient
+
+__all__ = [
+    "register",
+    "build_digits_visualizer",
+    "serve",
+    "insights_app",
+    "add_arguments",
+    "run",
+    "METHOD_NAME",
+    "DIGITS_METHODS",
+]
+
+#: The name under which Insights lists :class:`~captum_prune.PrunedGradient`.
+METHOD_NAME = PrunedGradient.get_name()
+
+#: The methods that ``captum-prune insights`` offers.
+DIGITS_METHODS = (METHOD_NAME, "Integrated Gradients", "Saliency")
+
+_INSTALL_HINT = (
+    "Captum Insights was retired in captum 0.9; it needs captum 0.8 in an environment of "
+    "its own: pip install 'captum-prune[insights]'"
+)
+
+_EMPTY_MAP_MESSAGE = (
+    "This attribution is zero everywhere, so there is no map to show. For Pruned Gradient "
+    "this means that at the chosen sparsity the pruned network no longer depends on the "
+    "input: lower the sparsity."
+)
+
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def _insights() -> Any:
+    r"""Imports ``captum.insights.attr_vis`` or raises an ImportError that says what to do."""
+    if importlib.util.find_spec("captum.insights") is None:
+        import captum
+
+        raise ImportError(f"{_INSTALL_HINT} (found captum {captum.__version__}).")
+    try:
+        from captum.insights import attr_vis
+        from captum.insights.attr_vis import config, features, server  # noqa: F401
+    except ImportError as error:
+        # captum 0.8 is there, but the server's own dependencies (flask, ...) are not.
+        raise ImportError(f"Captum Insights could not be imported ({error}); {_INSTALL_HINT}") from error
+    return attr_vis
+
+
+class _Fraction(float):
+    r"""A sparsity already converted from percent, so converting it again is a no-op."""
+
+
+def _percent_to_fraction(value: Any) -> float:
+    # Insights applies post_process to the same argument dict once per example, so this
+    # must be idempotent: a _Fraction passes through unchanged.
+    if isinstance(value, _Fraction):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}")
+    try:
+        percent = float(value)
+    except ValueError:
+        raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}") from None
+    if not 0 <= percent < 100:
+        raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}")
+    return _Fraction(percent / 100.0)
+
+
+def register() -> None:
+    r"""
+    Adds :class:`~captum_prune.PrunedGradient` to Captum Insights' attribution methods,
+    as "Pruned Gradient" with two arguments: ``sparsity``, an integer percent of neurons
+    pruned (the page reads numbers as integers; it reaches ``attribute()`` as a fraction),
+    and ``criterion``, a choice of :data:`captum_prune.criteria.CRITERIA`.
+
+    Insights' method tables are changed in place, since its modules hold references to
+    them. Calling this again changes nothing. Call it before the page loads.
+
+    Raises:
+        ImportError: If Captum Insights is not importable (captum 0.9 retired it).
+
+    Examples::
+
+        >>> from captum_prune.insights import register
+        >>> register()  # doctest: +SKIP
+        >>> from captum.insights.attr_vis import config  # doctest: +SKIP
+        >>> config.ATTRIBUTION_NAMES_TO_METHODS["Pruned Gradient"]  # doctest: +SKIP
+        <class 'captum_prune.pruned_gradient.PrunedGradient'>
+    """
+    config = _insights().config
+    config.ATTRIBUTION_NAMES_TO_METHODS[METHOD_NAME] = PrunedGradient
+    config.ATTRIBUTION_METHOD_CONFIG[METHOD_NAME] = config.ConfigParameters(
+        params={
+            "sparsity": config.NumberConfig(value=round(DEFAULT_SPARSITY * 100), limit=(0, 99)),
+            "criterion": config.StrEnumConfig(value="taylor", limit=list(CRITERIA)),
+        },
+        help_info="sparsity: percent of neurons pruned from the input's pathway",
+        post_process={"sparsity": _percent_to_fraction},
+    )
+
+
+def _limit_methods(names: Sequence[str]) -> None:
+    # Only for the standalone server: the other stock methods are not all usable on the
+    # digits model (Occlusion needs window shapes typed in, DeepLift rejects reused ReLUs).
+    config = _insights().config
+    for name in list(config.ATTRIBUTION_NAMES_TO_METHODS):
+        if name not in names:
+            del config.ATTRIBUTION_NAMES_TO_METHODS[name]
+
+
+def _to_hwc(tensor: Tensor, what: str) -> Any:
+    """(1, C, H, W) or (C, H, W) tensor -> (H, W, C) numpy array."""
+    array = tensor.detach().cpu()
+    if array.dim() == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.dim() != 3:
+        raise ValueError(
+            f"{what}: expected an image of shape (1, C, H, W) or (C, H, W), "
+            f"got {tuple(tensor.shape)}"
+        )
+    return array.permute(1, 2, 0).float().numpy()
+
+
+def _message_figure(message: str) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 6))
+    axis = figure.subplots()
+    axis.set_axis_off()
+    axis.text(
+        0.5, 0.5, textwrap.fill(message, 32), ha="center", va="center", fontsize=16,
+        wrap=True, transform=axis.transAxes,
+    )
+    return figure
+
+
+@lru_cache(maxsize=1)
+def _feature_class() -> type:
+    features = _insights().features
+    from captum.attr import visualization as viz
+
+    class InsightsImageFeature(features.ImageFeature):
+        r"""
+        Insights' ``ImageFeature`` (same arguments), that also shows greyscale (1-channel)
+        images, by repeating the channel for display, and that shows a message instead of
+        raising when an attribution is zero everywhere.
+        """
+
+        def visualize(self, attribution: Tensor, data: Tensor, contribution_frac: float) -> Any:
+            if self.visualization_transform:
+                data = self.visualization_transform(data)
+            image = _to_hwc(data, "data")
+            attr = _to_hwc(attribution, "attribution")
+            if image.shape[2] not in (1, 3):
+                raise ValueError(f"data: expected 1 or 3 channels, got {image.shape[2]}")
+            if image.shape[2] == 1:
+                image = image.repeat(3, axis=2)  # shown in grey, not in a colour map
+            original, _ = viz.visualize_image_attr(
+                None, image, method="original_image", use_pyplot=False
+            )
+            if not attr.any():
+                heat_map = _message_figure(_EMPTY_MAP_MESSAGE)
+            else:
+                heat_map, _ = viz.visualize_image_attr(
+                    attr, image, method="heat_map", sign="absolute_value", use_pyplot=False
+                )
+            return features.FeatureOutput(
+                name=self.name,
+                base=features._convert_figure_base64(original),
+                modified=features._convert_figure_base64(heat_map),
+                type=self.visualization_type(),
+                contribution=contribution_frac,
+            )
+
+    InsightsImageFeature.__module__ = __name__
+    return InsightsImageFeature
+
+
+def __getattr__(name: str) -> Any:
+    # InsightsImageFeature subclasses a class of captum 0.8, so it is built on first use.
+    if name == "InsightsImageFeature":
+        return _feature_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _digit_batches(images: Tensor, labels: Tensor, batch_size: int) -> Iterator[Any]:
+    """Endless batches through the images, so each fetch shows new examples."""
+    batch_cls = _insights().Batch
+    for start in itertools.count(0, batch_size):
+        index = torch.arange(start, start + batch_size) % len(labels)
+        yield batch_cls(inputs=images[index], labels=labels[index])
+
+
+def build_digits_visualizer(
+    model: nn.Module,
+    data: Any,
+    batch_size: int = 4,
+) -> Any:
+    r"""
+    Captum Insights' ``AttributionVisualizer`` for a digits model, after :func:`register`.
+
+    The page shows the raw images (greyscale or colour) and feeds the model their
+    normalised version; predictions are softmax probabilities.
+
+    Args:
+        model (nn.Module): A classifier of ``data``'s normalised images, in eval mode.
+        data (DigitsCanvasData): Images to show, e.g.
+                    ``captum_prune.data.make_digits_canvas("test")``.
+        batch_size (int, optional): Examples the visualizer reads per step. Default: 4
+
+    Returns:
+        AttributionVisualizer: Ready for :func:`serve` (or its own ``render()``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+    attr_vis = _insights()
+    register()
+    feature = _feature_class()(
+        "Digit", baseline_transforms=None, input_transforms=[data.normalize]
+    )
+    return attr_vis.AttributionVisualizer(
+        models=[model],
+        classes=list(data.classes),
+        features=[feature],
+        dataset=_digit_batches(data.denormalize(), data.labels, batch_size),
+        score_func=lambda logits: torch.softmax(logits, dim=1),
+    )
+
+
+def serve(visualizer: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
+    r"""
+    A web server for Insights' page and ``visualizer``, not yet started.
+
+    Insights' own ``serve()`` runs Flask in a thread that cannot be stopped and binds to
+    either localhost or every address; this serves the same Flask app on ``host`` with a
+    server that can be stopped, one request at a time (the model is shared).
+
+    Args:
+        visualizer (AttributionVisualizer): What the page shows.
+        host (str, optional): Address to bind. Default: "127.0.0.1"
+        port (int, optional): Port; 0 picks a free one. Default: 0
+
+    Returns:
+        werkzeug.serving.BaseWSGIServer: Call ``serve_forever()`` to run it (``shutdown()``
+        from another thread stops it) and ``server_close()`` afterwards; ``.port`` is the
+        port.
+    """
+    from werkzeug.serving import make_server
+
+    return make_server(host, port, insights_app(visualizer), threaded=False)
+
+
+def insights_app(visualizer: Any) -> Any:
+    r"""
+    Insights' Flask app (page, ``/init``, ``/fetch`` and ``/attribute``), set to serve
+    ``visualizer``; for a WSGI server of your own, or Flask's test client.
+
+    Insights has one app per process, so the last visualizer given wins.
+
+    Args:
+        visualizer (AttributionVisualizer): What the page shows.
+
+    Returns:
+        flask.Flask: The app.
+    """
+    server_module = _insights().server
+    # Insights' routes read the visualizer from this module global.
+    server_module.visualizer = visualizer
+    return server_module.app
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    r"""Adds the ``captum-prune insights`` options to ``parser``."""
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to serve on (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument(
+        "--greyscale", action="store_true",
+        help="use 1-channel digits and a greyscale model (trained on first use)",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None,
+        help="folder of the cached digits model (default: $CAPTUM_PRUNE_CACHE or ~/.cache/captum_prune)",
+    )
+    parser.add_argument("--retrain", action="store_true", help="retrain the digits model")
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""Serves Insights with the embedded digits model until interrupted."""
+    from captum_prune.cli import CommandError
+
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be from 0 to 65535, got {args.port}")
+    try:
+        _insights()
+    except ImportError as error:
+        raise CommandError(str(error)) from None
+    from captum_prune.data import make_digits_canvas
+    from captum_prune.training import DigitsRecipe, load_default_model
+
+    recipe = DigitsRecipe(channels=1 if args.greyscale else 3)
+    model, info = load_default_model(
+        cache_dir=args.cache_dir, retrain=args.retrain, progress=True, recipe=recipe
+    )
+    data = make_digits_canvas(
+        "test", seed=recipe.data_seed, canvas_size=recipe.canvas_size,
+        digit_size=recipe.digit_size, channels=recipe.channels,
+    )
+    visualizer = build_digits_visualizer(model, data)
+    _limit_methods(DIGITS_METHODS)
+    try:
+        server = serve(visualizer, args.host, args.port)
+    except OSError as error:
+        raise CommandError(f"cannot serve on {args.host}:{args.port}: {error}") from None
+    if not _is_loopback(args.host):
+        print(
+            f"warning: serving on {args.host}, which other machines may reach; Insights has "
+            "no authentication.", file=sys.stderr,
+        )
+    print(
+        f"Model: {info['path']} (test accuracy {info['test_accuracy']:.3f})\n"
+        f"Captum Insights at http://{_url_host(args.host)}:{server.port}/ "
+        "(press Ctrl+C to stop)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
