@@ -1,0 +1,85 @@
+"""Threshold rules: the reference percentile equals numpy's, the exact rule counts exactly."""
+import numpy as np
+import pytest
+import torch
+
+from captum_prune.selection import exact_keep, reference_keep, reference_threshold, select
+
+
+def _rows(seed, n_rows=4, n=997, zeros=0.4, ties=True):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(n_rows, n, generator=g) ** 3  # skewed, like |a * g|
+    scores[torch.rand(n_rows, n, generator=g) < zeros] = 0.0
+    if ties:
+        scores[:, : n // 10] = scores[:, :1]  # a block of tied values
+    return scores
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.01, 0.3, 0.5, 0.7, 0.85, 0.9, 0.99, 0.999])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_threshold_equals_numpy_percentile(sparsity, seed):
+    scores = _rows(seed)
+    tau = reference_threshold(scores, sparsity)
+    for row, value in zip(scores, tau):
+        expected = np.percentile(row.numpy().astype(np.float64), 100 * sparsity)
+        assert value.item() == expected
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10])
+def test_reference_threshold_tiny_rows(n):
+    scores = torch.arange(2 * n, dtype=torch.float32).reshape(2, n).flip(1)
+    for sparsity in (0.0, 0.25, 0.5, 0.75, 0.99):
+        tau = reference_threshold(scores, sparsity)
+        for row, value in zip(scores, tau):
+            assert value.item() == np.percentile(row.numpy().astype(np.float64), 100 * sparsity)
+
+
+def test_reference_prunes_all_zero_scores_at_low_sparsity():
+    scores = _rows(3, zeros=0.5, ties=False)
+    keep = reference_keep(scores, 0.3)
+    # tau is 0 when more than 30% are zero: every zero goes, so fewer than 70% are kept.
+    assert torch.all(keep == (scores > 0))
+    assert torch.all(keep.float().mean(1) < 0.55)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.3, 0.5, 0.85, 0.99])
+def test_exact_keeps_exact_count_and_highest_scores(sparsity):
+    scores = _rows(4, zeros=0.5)
+    keep = exact_keep(scores, sparsity)
+    n = scores.shape[1]
+    expected_kept = n - int(np.floor(sparsity * n + 0.5))
+    assert keep.sum(1).tolist() == [expected_kept] * scores.shape[0]
+    for row, k in zip(scores, keep):
+        if k.all() or (~k).all():
+            continue
+        assert row[k].min() >= row[~k].max()  # nothing pruned outranks anything kept
+
+
+def test_exact_breaks_ties_by_position():
+    scores = torch.zeros(2, 10)
+    keep = exact_keep(scores, 0.3)
+    # All tied: the earliest three neurons are pruned.
+    assert keep.tolist() == [[False] * 3 + [True] * 7] * 2
+
+
+def test_per_layer_selection_prunes_each_layer():
+    scores = _rows(5, zeros=0.0, ties=False)
+    sizes = [100, 397, 500]
+    keep = select(scores, sizes, 0.8, selection="per_layer", threshold="exact")
+    start = 0
+    for size in sizes:
+        block = keep[:, start : start + size]
+        assert block.sum(1).tolist() == [size - int(np.floor(0.8 * size + 0.5))] * 4
+        start += size
+    # Global selection does not balance layers: scale one layer up and it takes the budget.
+    scores[:, :100] += 10
+    global_keep = select(scores, sizes, 0.8, selection="global", threshold="exact")
+    assert global_keep[:, :100].all()
+
+
+def test_rows_are_independent():
+    scores = _rows(6)
+    for rule in (reference_keep, exact_keep):
+        together = rule(scores, 0.7)
+        alone = torch.cat([rule(scores[i : i + 1], 0.7) for i in range(scores.shape[0])])
+        assert torch.equal(together, alone)
