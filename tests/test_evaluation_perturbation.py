@@ -84,7 +84,8 @@ def test_method_callable_and_tensor_agree(setup):
     maps = Saliency(linear).attribute(inputs, target=linear(inputs).argmax(1))
     a = pixel_perturbation(linear, inputs, maps, batch_size=5)
     b = pixel_perturbation(linear, inputs, Saliency(linear), batch_size=16)
-    c = pixel_perturbation(linear, inputs, lambda x, t: Saliency(linear).attribute(x, target=t))
+    c = pixel_perturbation(linear, inputs, lambda x, t: Saliency(linear).attribute(x, target=t),
+                           progress=True)
     assert torch.equal(a.target, linear(inputs).argmax(1))
     # Batch size only changes float32 rounding of the forward pass.
     assert torch.allclose(a.changes, b.changes, atol=1e-6)

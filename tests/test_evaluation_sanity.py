@@ -96,7 +96,9 @@ def test_cascade_randomises_cumulatively_top_down(trained):
     assert result.stages == ["original", "5+2", "0"]
     original = model.state_dict()
     assert all(torch.equal(snapshots[0][k], v) for k, v in original.items())
-    changed = [{k.split(".")[0] for k in s if not torch.equal(s[k], original[k])} for s in snapshots]
+    changed = [
+        {k.split(".")[0] for k in s if not torch.equal(s[k], original[k])} for s in snapshots
+    ]
     assert changed == [set(), {"5", "2"}, {"5", "2", "0"}]
     # New parameters are N(0, 0.1^2) draws.
     assert snapshots[2]["2.weight"].std().item() == pytest.approx(0.1, rel=0.2)

@@ -82,7 +82,8 @@ def _prepare(attributions: Any, object_masks: Any, part: str):
         masks = masks[:, 0]
     if masks.dim() != 3:
         raise ValueError(
-            f"object_masks must have shape N x H x W or N x 1 x H x W, got {tuple(object_masks.shape)}"
+            "object_masks must have shape N x H x W or N x 1 x H x W, "
+            f"got {tuple(object_masks.shape)}"
         )
     maps = reduce_channels(attributions, PARTS[part])
     if maps.shape != masks.shape:

@@ -7,7 +7,7 @@ pixel earlier in row-major order is removed first, for both orders, so results a
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -174,10 +174,6 @@ class PerturbationResult:
     changes: Tensor
     target: Tensor
     original_probability: Tensor
-    _summary: Dict[str, Any] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._summary = summary(self.changes.numpy())
 
     @property
     def mean(self) -> np.ndarray:
@@ -203,13 +199,12 @@ class PerturbationResult:
     def to_dict(self, per_example: bool = False) -> Dict[str, Any]:
         r"""JSON-ready summary; ``per_example=True`` adds the ``N x F`` changes and targets."""
         out = {
+            **summary(self.changes.numpy()),
             "protocol": "pixel_perturbation",
             "mode": self.mode,
             "ranking": "max over channels of |attribution|",
             "n_examples": int(self.changes.shape[0]),
             "fractions": jsonable(self.fractions),
-            "mean": self._summary["mean"],
-            "std": self._summary["std"],
             "auc": jsonable(self.auc),
         }
         if per_example:

@@ -171,9 +171,8 @@ def remove_and_retrain(
     if fractions[0] > 0:
         fractions = [0.0] + fractions
 
-    runs = progress_bar(
-        [(i, j) for i in range(len(fractions)) for j in range(len(seeds))], progress, "ROAR", total=len(fractions) * len(seeds)
-    )
+    runs = [(i, j) for i in range(len(fractions)) for j in range(len(seeds))]
+    runs = progress_bar(runs, progress, "ROAR", total=len(runs))
     acc = np.zeros((len(fractions), len(seeds)))
     current, data = None, None
     for i, j in runs:

@@ -108,10 +108,14 @@ class SanityCheckResult:
     ssim_abs: np.ndarray
 
     def summary(self, metric: str) -> Dict[str, Any]:
-        r"""``{"mean": [...], "std": [...]}`` per stage for ``metric`` (NaN ignored)."""
+        r"""
+        ``{"mean": [...], "std": [...], "n_undefined": [...]}`` per stage for ``metric``;
+        NaN values (constant maps) are left out of mean and std and counted in ``n_undefined``.
+        """
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        return summary(getattr(self, metric).T)
+        values = getattr(self, metric)
+        return {**summary(values.T), "n_undefined": jsonable(np.isnan(values).sum(axis=1))}
 
     def to_dict(self, per_example: bool = False) -> Dict[str, Any]:
         r"""JSON-ready summary per stage; ``per_example=True`` adds the ``S x N`` arrays."""
@@ -211,9 +215,15 @@ def cascading_randomization(
 
     Examples::
 
-        >>> from captum.attr import Saliency
+        >>> from captum.attr import LayerAttribution, LayerGradCam, Saliency
         >>> result = cascading_randomization(model, Saliency, images)
         >>> result.summary("spearman_abs")["mean"]
+        >>> # Layer methods: build them on the copy and upsample to the input size.
+        >>> def gradcam(m):
+        ...     cam = LayerGradCam(m, m.layer4)
+        ...     return lambda x, t: LayerAttribution.interpolate(
+        ...         cam.attribute(x, target=t), x.shape[-2:], "bilinear")
+        >>> result = cascading_randomization(model, gradcam, images, layer_order=["fc", "layer4"])
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
