@@ -236,7 +236,7 @@ def integrated_gradient_scores(
                 shape = (-1,) + (1,) * (out.dim() - 1)
                 z = (out.detach() * alphas[steps].view(shape).to(out.dtype)).requires_grad_()
                 scaled.append(z)
-                return z
+                return z.clone()  # a leaf must not reach an in-place op downstream
 
             with hooks.forward_pass(scale):
                 _, chunk_values = forward_with_target(
