@@ -30,6 +30,7 @@ import textwrap
 from functools import lru_cache
 from typing import Any, Iterator, List, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -191,8 +192,11 @@ def _feature_class() -> type:
                 raise ValueError(f"data: expected 1 or 3 channels, got {image.shape[2]}")
             if image.shape[2] == 1:
                 image = image.repeat(3, axis=2)  # shown in grey, not in a colour map
+            # Captum normalises the attribution even for "original_image", and fails on
+            # all zeros, so this panel gets a constant stand-in.
             original, _ = viz.visualize_image_attr(
-                None, image, method="original_image", use_pyplot=False
+                np.ones(image.shape[:2] + (1,)), image, method="original_image",
+                use_pyplot=False,
             )
             if not attr.any():
                 heat_map = _message_figure(_EMPTY_MAP_MESSAGE)
