@@ -1,0 +1,490 @@
+r"""``captum-prune speed``: time and memory of PrunedGradient against Captum's gradient methods.
+
+Every method runs in one process on the same model and input; the repetitions alternate
+between methods (round robin), so slow drifts of the machine affect all methods alike, and the
+median of each method is reported with its ratio to ``Saliency`` measured in the same run.
+
+Memory is the *peak extra* memory of one call over what was in use just before it:
+
+- on CUDA, ``torch.cuda.max_memory_allocated()`` minus ``torch.cuda.memory_allocated()`` before
+  the call;
+- on CPU, the peak resident set size (sampled every millisecond by a background thread from
+  ``/proc/self/statm``) minus the resident size before the call, after glibc's ``malloc_trim``
+  has handed memory freed by earlier calls back to the system (otherwise a call could reuse it
+  without the resident size growing).
+
+The memory of a method is taken on its warm-up call, which is not timed, so the sampling thread
+and the page faults after the trim never slow down a timed call; the first method is called once
+more before that, so that one-time costs (thread pools, kernel caches) are counted for none.
+"""
+import argparse
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from captum_prune.cli import CommandError
+
+MODELS = ("resnet18", "resnet50", "vgg16")
+DEVICES = ("cpu", "cuda", "all")
+CRITERIA = ("taylor", "integrated_gradients")
+#: Methods in the order they are run and printed; Saliency is the reference of every ratio.
+BASELINE = "Saliency"
+IG_STEPS = 50
+
+
+@dataclass
+class Measurement:
+    r"""One method on one model, batch size and device."""
+
+    model: str
+    device: str
+    batch_size: int
+    method: str
+    repeats: int
+    median_s: float
+    per_example_s: float
+    times_s: List[float]
+    peak_extra_bytes: Optional[int]
+    time_ratio: Optional[float] = None
+    memory_ratio: Optional[float] = None
+    note: str = ""
+
+
+# ------------------------------------------------------------------ measuring one callable
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], Any], device: str = "cpu") -> float:
+    r"""Wall-clock seconds of one call of ``fn``, waiting for queued CUDA work on both ends."""
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _resident_bytes() -> Optional[int]:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hands memory that glibc keeps after ``free`` back to the system (no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
+class _PeakSampler(threading.Thread):
+    """Reads the resident size every ``interval`` seconds until stopped; keeps the maximum."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = _resident_bytes() or 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, _resident_bytes() or 0)
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, _resident_bytes() or 0)
+
+
+def peak_memory_call(
+    fn: Callable[[], Any], device: str = "cpu", interval: float = 0.001
+) -> Tuple[float, Optional[int]]:
+    r"""Runs ``fn`` once; returns its seconds and its peak extra memory in bytes.
+
+    Args:
+
+        fn (Callable): The call to measure, without arguments.
+        device (str): ``"cpu"`` (peak resident set size over the size just before the call,
+                    sampled every ``interval`` seconds) or a CUDA device (peak allocated CUDA
+                    memory over the memory allocated just before the call).
+        interval (float): Sampling period on CPU, in seconds.
+
+    Returns:
+        (seconds, bytes): bytes is None where the resident size cannot be read (no
+        ``/proc/self/statm``). The seconds include the sampling overhead; use
+        :func:`time_call` for timings.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        seconds = time_call(fn, device)
+        return seconds, torch.cuda.max_memory_allocated(device) - before
+    _release_freed_memory()
+    before = _resident_bytes()
+    if before is None:
+        return time_call(fn, device), None
+    sampler = _PeakSampler(interval)
+    sampler.start()
+    try:
+        seconds = time_call(fn, device)
+    finally:
+        peak = sampler.stop()
+    return seconds, max(0, peak - before)
+
+
+@dataclass
+class _Method:
+    name: str
+    fn: Callable[[], Any]
+    repeats: int
+    note: str = ""
+    times: List[float] = field(default_factory=list)
+    peak: Optional[int] = None
+
+
+def compare(
+    methods: Sequence[Tuple[str, Callable[[], Any], int]],
+    device: str = "cpu",
+    warmup: bool = True,
+) -> Dict[str, Tuple[List[float], Optional[int]]]:
+    r"""Times several calls in alternation, after one warm-up (memory-measured) call each.
+
+    Args:
+
+        methods (sequence of (name, fn, repeats)): The calls to compare; ``repeats`` timed
+                    calls each. Repetition ``r`` runs every method that still has repeats
+                    left, in the given order, before repetition ``r + 1`` starts.
+        device (str): Where the calls run (for CUDA synchronisation and memory).
+        warmup (bool): Whether to run the memory-measured warm-up calls (preceded by one
+                    unmeasured call of the first method). Without them, the
+                    memory is taken on the first timed call instead (and that call is then
+                    not timed cleanly).
+
+    Returns:
+        dict name -> (list of seconds in run order, peak extra bytes or None).
+    """
+    state = [_Method(name, fn, repeats) for name, fn, repeats in methods]
+    if warmup and state:
+        # One-time costs of the first call on a model and input (thread pools, kernel caches)
+        # belong to no method: pay them before any memory is measured.
+        state[0].fn()
+    for method in state:
+        if method.repeats < 1:
+            raise ValueError(f"repeats: must be >= 1 for {method.name}, got {method.repeats}")
+        if warmup:
+            _, method.peak = peak_memory_call(method.fn, device)
+    for rep in range(max(m.repeats for m in state)):
+        for method in state:
+            if rep >= method.repeats:
+                continue
+            if rep == 0 and not warmup:
+                seconds, method.peak = peak_memory_call(method.fn, device)
+            else:
+                seconds = time_call(method.fn, device)
+            method.times.append(seconds)
+    return {m.name: (m.times, m.peak) for m in state}
+
+
+def add_ratios(rows: List[Measurement]) -> None:
+    r"""Sets ``time_ratio`` and ``memory_ratio`` of each row against the Saliency row of the
+    same model, device and batch size (None where there is no such row or it is zero)."""
+    reference = {
+        (r.model, r.device, r.batch_size): r for r in rows if r.method == BASELINE
+    }
+    for row in rows:
+        base = reference.get((row.model, row.device, row.batch_size))
+        if base is None:
+            continue
+        row.time_ratio = row.median_s / base.median_s if base.median_s > 0 else None
+        if row.peak_extra_bytes is not None and base.peak_extra_bytes:
+            row.memory_ratio = row.peak_extra_bytes / base.peak_extra_bytes
+
+
+# ------------------------------------------------------------------ the benchmark
+
+
+def _build_model(name: str, device: str) -> torch.nn.Module:
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None).eval().to(device)
+
+
+def _methods_for(
+    model: torch.nn.Module, inputs: torch.Tensor, target: List[int], args: argparse.Namespace
+) -> List[Tuple[str, Callable[[], Any], int, str]]:
+    from captum.attr import IntegratedGradients, Saliency
+
+    from captum_prune import PrunedGradient
+
+    saliency = Saliency(model)
+    pruned = PrunedGradient(model)
+    batch = inputs.shape[0]
+    methods: List[Tuple[str, Callable[[], Any], int, str]] = [
+        (BASELINE, lambda: saliency.attribute(inputs, target=target, abs=False), args.repeats, "abs=False"),
+    ]
+    for criterion in args.criteria:
+        if criterion == "taylor":
+            methods.append(
+                (
+                    "PrunedGradient(taylor)",
+                    lambda: pruned.attribute(inputs, target=target, criterion="taylor"),
+                    args.repeats,
+                    "sparsity=0.85",
+                )
+            )
+        else:
+            methods.append(
+                (
+                    "PrunedGradient(integrated_gradients)",
+                    lambda: pruned.attribute(
+                        inputs,
+                        target=target,
+                        criterion="integrated_gradients",
+                        internal_batch_size=args.ig_internal_batch_size,
+                    ),
+                    args.ig_repeats,
+                    f"n_steps=10, internal_batch_size={args.ig_internal_batch_size}",
+                )
+            )
+    if not args.no_ig and (args.ig_max_batch is None or batch <= args.ig_max_batch):
+        integrated = IntegratedGradients(model)
+        methods.append(
+            (
+                f"IntegratedGradients({IG_STEPS})",
+                lambda: integrated.attribute(
+                    inputs,
+                    target=target,
+                    n_steps=IG_STEPS,
+                    internal_batch_size=args.ig_internal_batch_size,
+                ),
+                args.ig_repeats,
+                f"internal_batch_size={args.ig_internal_batch_size}",
+            )
+        )
+    return methods
+
+
+def _devices(choice: str) -> List[str]:
+    if choice == "cpu":
+        return ["cpu"]
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError("--device cuda: CUDA is not available on this machine")
+        return ["cuda"]
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def run_benchmark(
+    args: argparse.Namespace,
+    log: Callable[[str], None] = print,
+    progress: Optional[Callable[[List[Measurement]], None]] = None,
+) -> List[Measurement]:
+    r"""Runs every model x device x batch size of ``args``; returns one row per method.
+
+    ``progress`` (if given) gets the rows so far, ratios set, after each model and batch size,
+    so that a long run leaves its results behind even when it is stopped.
+    """
+    rows: List[Measurement] = []
+    generator = torch.Generator().manual_seed(args.seed)
+    for device in _devices(args.device):
+        for model_name in args.models:
+            torch.manual_seed(args.seed)
+            model = _build_model(model_name, device)
+            for batch in args.batch_sizes:
+                inputs = torch.randn(batch, 3, args.size, args.size, generator=generator).to(device)
+                target = torch.randint(0, 1000, (batch,), generator=generator).tolist()
+                methods = _methods_for(model, inputs, target, args)
+                log(f"{device} {model_name} batch {batch}: " + ", ".join(m[0] for m in methods))
+                results = compare([(n, f, r) for n, f, r, _ in methods], device)
+                for name, _, repeats, note in methods:
+                    times, peak = results[name]
+                    median = statistics.median(times)
+                    rows.append(
+                        Measurement(
+                            model=model_name,
+                            device=device,
+                            batch_size=batch,
+                            method=name,
+                            repeats=repeats,
+                            median_s=median,
+                            per_example_s=median / batch,
+                            times_s=times,
+                            peak_extra_bytes=peak,
+                            note=note,
+                        )
+                    )
+                if progress is not None:
+                    add_ratios(rows)
+                    progress(rows)
+            del model
+    add_ratios(rows)
+    return rows
+
+
+def machine_info(device_choice: str) -> Dict[str, Any]:
+    r"""CPU model, core counts, library versions and GPU (if any), for the report."""
+    import captum
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: Dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "captum": captum.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device_option": device_choice,
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = list(os.getloadavg())
+    return info
+
+
+def _mib(value: Optional[int]) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f}"
+
+
+def _ratio(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def format_table(rows: Sequence[Measurement]) -> str:
+    r"""A Markdown table of the rows (also readable as plain text)."""
+    header = (
+        "| device | model | batch | method | runs | median s | s / example | x Saliency "
+        "| peak extra MiB | mem x Saliency |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r.device} | {r.model} | {r.batch_size} | {r.method} | {r.repeats} "
+            f"| {r.median_s:.3f} | {r.per_example_s:.3f} | {_ratio(r.time_ratio)} "
+            f"| {_mib(r.peak_extra_bytes)} | {_ratio(r.memory_ratio)} |"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _positive_int_list(text: str) -> List[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> List[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=_name_list, default=list(MODELS),
+                        help=f"comma-separated torchvision models, of: {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--batch-sizes", type=_positive_int_list, default=[1, 8],
+                        help="comma-separated batch sizes (default: 1,8)")
+    parser.add_argument("--device", default="all", help="cpu, cuda or all (default: all = cpu and cuda if available)")
+    parser.add_argument("--size", type=int, default=224, help="input height and width (default: 224)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per method (default: 5)")
+    parser.add_argument("--criteria", type=_name_list, default=["taylor"],
+                        help=f"PrunedGradient criteria, of: {', '.join(CRITERIA)} (default: taylor)")
+    parser.add_argument("--ig-repeats", type=int, default=None,
+                        help="timed calls of the slow methods (IntegratedGradients, the "
+                             "integrated_gradients criterion) (default: min(repeats, 2))")
+    parser.add_argument("--ig-internal-batch-size", type=int, default=None,
+                        help="internal_batch_size of those methods (default: None, all rows at once)")
+    parser.add_argument("--ig-max-batch", type=int, default=None,
+                        help="run IntegratedGradients only at batch sizes up to this (default: all)")
+    parser.add_argument("--no-ig", action="store_true", help="leave IntegratedGradients out")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and targets")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny preset for tests: resnet18, 32x32 input, batch 1 and 2, 2 repeats, cpu")
+    parser.add_argument("--json", metavar="PATH", help="write machine details and rows as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.models, args.batch_sizes, args.size, args.repeats = ["resnet18"], [1, 2], 32, 2
+        if args.device == "all":
+            args.device = "cpu"
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown or not args.models:
+        raise CommandError(
+            f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; allowed: {', '.join(MODELS)}"
+        )
+    unknown = [c for c in args.criteria if c not in CRITERIA]
+    if unknown:
+        raise CommandError(f"--criteria: unknown criterion {', '.join(unknown)}; allowed: {', '.join(CRITERIA)}")
+    if args.device not in DEVICES:
+        raise CommandError(f"--device: {args.device!r} is not one of {', '.join(DEVICES)}")
+    for name in ("size", "repeats", "ig_repeats", "ig_internal_batch_size", "ig_max_batch", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CommandError(f"--{name.replace('_', '-')}: must be a positive int, got {value}")
+    if args.size < 32:
+        raise CommandError(f"--size: torchvision's ResNet and VGG need at least 32 pixels, got {args.size}")
+    if args.ig_repeats is None:
+        args.ig_repeats = min(args.repeats, 2)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine_info(args.device)
+    print(f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads), "
+          f"torch {info['torch']}, captum {info['captum']}, cuda: {info['cuda']}")
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("json", "markdown")}
+    rows = run_benchmark(args, progress=lambda rows: _write(args, info, settings, rows))
+    print(format_table(rows))
+    _write(args, info, settings, rows)
+    return 0
+
+
+def _write(args: argparse.Namespace, info: dict, settings: dict, rows: List[Measurement]) -> None:
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": info, "settings": settings, "rows": [asdict(r) for r in rows]}, out, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            details = ", ".join(f"{k}: {v}" for k, v in info.items())
+            out.write(f"Machine: {details}\n\nSettings: {settings}\n\n{format_table(rows)}\n")

@@ -1,0 +1,132 @@
+"""Tests of ``captum-prune speed``: the measuring functions, the --quick run end to end, and
+argument errors. Nothing here asserts how fast anything is."""
+import json
+import statistics
+import time
+
+import pytest
+import torch
+
+from captum_prune import cli, speed
+
+MiB = 2**20
+
+
+def test_time_call_measures_the_call():
+    seconds = speed.time_call(lambda: time.sleep(0.05))
+    assert 0.05 <= seconds < 5.0
+
+
+def test_peak_memory_sees_a_transient_allocation():
+    def allocate_and_free():
+        block = torch.ones(64 * MiB // 4)  # 64 MiB, written so every page is resident
+        time.sleep(0.05)  # let the sampler see it
+        del block
+
+    _, peak = speed.peak_memory_call(allocate_and_free)
+    if peak is None:
+        pytest.skip("no /proc/self/statm on this platform")
+    assert 56 * MiB <= peak <= 256 * MiB
+    _, idle = speed.peak_memory_call(lambda: time.sleep(0.05))
+    assert idle < peak / 2
+
+
+def test_compare_alternates_after_warmups():
+    calls = []
+
+    def method(name):
+        return lambda: calls.append(name)
+
+    results = speed.compare([("a", method("a"), 3), ("b", method("b"), 1), ("c", method("c"), 2)])
+    # One unmeasured call of the first, one warm-up each, then round robin over what is left.
+    assert calls == ["a", "a", "b", "c", "a", "b", "c", "a", "c", "a"]
+    assert [len(results[n][0]) for n in "abc"] == [3, 1, 2]
+    for times, _ in results.values():
+        assert all(t >= 0 for t in times)
+
+
+def test_compare_without_warmup_runs_only_the_timed_calls():
+    calls = []
+    speed.compare([("a", lambda: calls.append("a"), 2), ("b", lambda: calls.append("b"), 2)], warmup=False)
+    assert calls == ["a", "b", "a", "b"]
+
+
+def test_compare_rejects_zero_repeats():
+    with pytest.raises(ValueError, match="repeats"):
+        speed.compare([("a", lambda: None, 0)])
+
+
+def _row(method, batch, median, peak, model="m"):
+    return speed.Measurement(
+        model=model, device="cpu", batch_size=batch, method=method, repeats=1,
+        median_s=median, per_example_s=median / batch, times_s=[median], peak_extra_bytes=peak,
+    )
+
+
+def test_ratios_are_against_saliency_of_the_same_setting():
+    rows = [
+        _row("Saliency", 1, 2.0, 100), _row("X", 1, 5.0, 150),
+        _row("Saliency", 8, 4.0, None), _row("X", 8, 6.0, 10),
+        _row("X", 1, 3.0, 10, model="other"),
+    ]
+    speed.add_ratios(rows)
+    assert rows[1].time_ratio == pytest.approx(2.5) and rows[1].memory_ratio == pytest.approx(1.5)
+    assert rows[3].time_ratio == pytest.approx(1.5) and rows[3].memory_ratio is None
+    assert rows[4].time_ratio is None  # no Saliency row for that model
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("speed")
+    json_path, md_path = folder / "speed.json", folder / "speed.md"
+    status = cli.main(["speed", "--quick", "--json", str(json_path), "--markdown", str(md_path)])
+    return status, json.loads(json_path.read_text()), md_path.read_text()
+
+
+def test_quick_run_writes_every_row(quick_run):
+    status, report, markdown = quick_run
+    assert status == 0
+    assert {"machine", "settings", "rows"} <= set(report)
+    for key in ("cpu", "cpu_count", "torch", "captum", "device_option"):
+        assert key in report["machine"]
+    rows = report["rows"]
+    methods = ["Saliency", "PrunedGradient(taylor)", "IntegratedGradients(50)"]
+    assert [(r["batch_size"], r["method"]) for r in rows] == [(b, m) for b in (1, 2) for m in methods]
+    for row in rows:
+        assert row["model"] == "resnet18" and row["device"] == "cpu"
+        assert len(row["times_s"]) == row["repeats"] == 2
+        assert row["median_s"] == pytest.approx(statistics.median(row["times_s"]))
+        assert row["per_example_s"] == pytest.approx(row["median_s"] / row["batch_size"])
+        assert row["method"] in markdown
+
+
+def test_quick_run_ratios_come_from_the_same_run(quick_run):
+    _, report, _ = quick_run
+    rows = report["rows"]
+    for row in rows:
+        base = next(r for r in rows if r["method"] == "Saliency" and r["batch_size"] == row["batch_size"])
+        assert row["time_ratio"] == pytest.approx(row["median_s"] / base["median_s"])
+        if row["peak_extra_bytes"] is not None and base["peak_extra_bytes"]:
+            assert row["memory_ratio"] == pytest.approx(row["peak_extra_bytes"] / base["peak_extra_bytes"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "resnet18,alexnet"], "allowed: resnet18, resnet50, vgg16"),
+        (["--criteria", "gradcam"], "allowed: taylor, integrated_gradients"),
+        (["--device", "tpu"], "--device"),
+        (["--size", "8"], "--size"),
+        (["--repeats", "0"], "--repeats"),
+    ],
+)
+def test_bad_arguments_are_user_errors(argv, message, capsys):
+    assert cli.main(["speed"] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_batch_sizes_are_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["speed", "--batch-sizes", "1,0"])
+    assert exit_info.value.code == 2
+    assert "--batch-sizes" in capsys.readouterr().err
