@@ -104,15 +104,18 @@ def test_init_lists_pruned_gradient_with_its_arguments(colour_data):
 
 def test_sparsity_chosen_in_the_page_reaches_attribute(colour_data, spy):
     percent, criterion = 37, "random"
-    response = _fetch(
-        _client(_model(3), colour_data), "Pruned Gradient",
-        {"sparsity": percent, "criterion": criterion},
-    )
+    client = _client(_model(3), colour_data)
+    response = _fetch(client, "Pruned Gradient", {"sparsity": percent, "criterion": criterion})
     assert response.status_code == 200
+    # Clicking another class in the page recomputes one example for that class.
+    relabel = client.post("/attribute", json={"inputIndex": 1, "modelIndex": 0, "labelIndex": 3})
+    assert relabel.status_code == 200
+    assert relabel.get_json()["active_index"] == 3
+    assert int(spy[-1][1]["target"]) == 3
+    assert len(spy) == NUM_EXAMPLES + 1
     # One call per example, every one with the chosen percent as a fraction: Insights
     # re-applies post_process to the same dict per example, so a non-idempotent
     # conversion would hand the later examples percent / 100 / 100.
-    assert len(spy) == NUM_EXAMPLES
     for inputs, kwargs, result in spy:
         assert kwargs["sparsity"] == pytest.approx(percent / 100)
         assert kwargs["criterion"] == criterion
@@ -237,8 +240,7 @@ def test_register_explains_what_to_install_without_captum_insights(monkeypatch):
         insights.register()
 
 
-def test_limit_methods_keeps_only_the_digits_methods(monkeypatch):
-    monkeypatch.setattr(config, "ATTRIBUTION_NAMES_TO_METHODS", config.ATTRIBUTION_NAMES_TO_METHODS)
+def test_limit_methods_keeps_only_the_digits_methods():
     saved = dict(config.ATTRIBUTION_NAMES_TO_METHODS)
     try:
         insights.register()
