@@ -10,6 +10,7 @@ Two threshold rules:
   row at ``100 * sparsity``; neurons with ``score <= tau`` are pruned, ``tau`` being rounded to
   the scores' dtype before the comparison. Many scores are exactly zero (dead ReLUs, units a
   max-pool ignores), and all of them are pruned, so at low sparsity more neurons go than asked.
+  ``sparsity=0`` prunes nothing.
 - ``"exact"``: exactly ``round(sparsity * n)`` neurons are pruned per row: those with the
   lowest scores, ties broken by position (the earlier neuron in forward order is pruned first).
 """
@@ -59,7 +60,15 @@ def reference_threshold(scores: Tensor, sparsity: float) -> Tensor:
 
 
 def reference_keep(scores: Tensor, sparsity: float) -> Tensor:
-    r"""Keep-mask of the paper's rule: prune ``score <= tau``, ``tau`` in the scores' dtype."""
+    r"""Keep-mask of the paper's rule: prune ``score <= tau``, ``tau`` in the scores' dtype.
+
+    ``sparsity == 0`` keeps every neuron, so that it always gives the plain gradient. (The
+    authors' code would still prune the neurons tied at the minimum score; in real networks
+    those are zero-score neurons whose removal changes nothing, but with tied weights, as in
+    Captum's all-ones test models, it would.)
+    """
+    if sparsity == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
     tau = reference_threshold(scores, sparsity).to(scores.dtype)
     return scores > tau.unsqueeze(1)
 

@@ -15,6 +15,11 @@ def _rows(seed, n_rows=4, n=997, zeros=0.4, ties=True):
     return scores
 
 
+def test_reference_keeps_everything_at_sparsity_zero():
+    scores = torch.ones(2, 50)  # all tied: the authors' rule would prune every neuron
+    assert reference_keep(scores, 0.0).all()
+
+
 @pytest.mark.parametrize("sparsity", [0.0, 0.01, 0.3, 0.5, 0.7, 0.85, 0.9, 0.99, 0.999])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reference_threshold_equals_numpy_percentile(sparsity, seed):
