@@ -433,7 +433,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ig-max-batch", type=int, default=None,
                         help="run IntegratedGradients only at batch sizes up to this (default: all)")
     parser.add_argument("--no-ig", action="store_true", help="leave IntegratedGradients out")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads during the run, restored after it (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and targets")
     parser.add_argument("--quick", action="store_true",
                         help="tiny preset for tests: resnet18, 32x32 input, batch 1 and 2, 2 repeats, cpu")
@@ -468,8 +469,16 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run_checked(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_checked(args: argparse.Namespace) -> int:
     info = machine_info(args.device)
     print(f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads), "
           f"torch {info['torch']}, captum {info['captum']}, cuda: {info['cuda']}")

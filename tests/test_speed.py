@@ -79,7 +79,12 @@ def test_ratios_are_against_saliency_of_the_same_setting():
 def quick_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("speed")
     json_path, md_path = folder / "speed.json", folder / "speed.md"
-    status = cli.main(["speed", "--quick", "--json", str(json_path), "--markdown", str(md_path)])
+    # One thread: on a loaded 2-core machine, idle-waiting thread pools make tiny calls slow.
+    threads = torch.get_num_threads()
+    status = cli.main(
+        ["speed", "--quick", "--threads", "1", "--json", str(json_path), "--markdown", str(md_path)]
+    )
+    assert torch.get_num_threads() == threads  # restored after the run
     return status, json.loads(json_path.read_text()), md_path.read_text()
 
 
@@ -87,8 +92,9 @@ def test_quick_run_writes_every_row(quick_run):
     status, report, markdown = quick_run
     assert status == 0
     assert {"machine", "settings", "rows"} <= set(report)
-    for key in ("cpu", "cpu_count", "torch", "captum", "device_option"):
+    for key in ("cpu", "cpu_count", "torch", "captum", "device_option", "torch_threads"):
         assert key in report["machine"]
+    assert report["machine"]["torch_threads"] == 1 and report["settings"]["threads"] == 1
     rows = report["rows"]
     methods = ["Saliency", "PrunedGradient(taylor)", "IntegratedGradients(50)"]
     assert [(r["batch_size"], r["method"]) for r in rows] == [(b, m) for b in (1, 2) for m in methods]
