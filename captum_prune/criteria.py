@@ -58,19 +58,28 @@ class NeuronScores:
 def _recording_pass(
     forward_func, hooks: NeuronHooks, inputs, target, additional_forward_args
 ) -> Tuple[Tensor, Tensor, List[Tensor]]:
-    """Forward through the unpruned model, keeping every layer output as it left the layer."""
-    kept: List[Tensor] = []
+    """Forward through the unpruned model, keeping every layer output as it left the layer.
 
-    def record(call: int, output: Tensor) -> Tensor:
-        kept.append(output)
-        # The rest of the network gets a copy, so an in-place op further down (a residual
-        # ``+=``, an in-place ReLU) cannot overwrite what we score.
-        return output.clone()
+    The outputs are shared with the rest of the network, not copied (a copy of every
+    activation would cost time and memory). If an op further down changes one of them in
+    place (a residual ``+=`` on a GELU output, say), its version counter tells, and the pass
+    is run again with the network getting copies, so that what is scored is never overwritten.
+    """
+    for give_copies in (False, True):
+        kept: List[Tensor] = []
+        versions: List[int] = []
 
-    with hooks.forward_pass(record):
-        output, values = forward_with_target(
-            forward_func, inputs, target, additional_forward_args
-        )
+        def record(call: int, output: Tensor) -> Optional[Tensor]:
+            kept.append(output)
+            versions.append(output._version)
+            return output.clone() if give_copies else None
+
+        with hooks.forward_pass(record):
+            output, values = forward_with_target(
+                forward_func, inputs, target, additional_forward_args
+            )
+        if all(t._version == v for t, v in zip(kept, versions)):
+            break
     _check_calls(hooks, inputs[0].shape[0], kept)
     return output, values, kept
 
@@ -109,7 +118,8 @@ def _score_buffer(activations: List[Tensor]) -> Tensor:
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
     total = sum(act[0].numel() for act in activations)
-    return torch.zeros(
+    # Every criterion writes every score (taylor zeroes what gets no gradient), so no memset.
+    return torch.empty(
         activations[0].shape[0], total, dtype=dtype, device=activations[0].device
     )
 
@@ -128,9 +138,10 @@ def _scores_from(
     )
 
 
-def _score_writer(act: Tensor, view: Tensor) -> Callable[[Tensor], None]:
+def _score_writer(act: Tensor, view: Tensor, written: List[bool], call: int) -> Callable:
     def write(grad: Tensor) -> None:
         torch.mul(act, grad, out=view).abs_()
+        written[call] = True
 
     return write
 
@@ -145,13 +156,17 @@ def taylor_scores(
     scores = _score_buffer(acts)
     result = _scores_from(hooks, output, values, acts, scores)
     views = result.split(scores)
+    written = [False] * len(acts)
     if values.requires_grad:
-        for act, view in zip(acts, views):
+        for call, (act, view) in enumerate(zip(acts, views)):
             if act.requires_grad:
                 # Write each score as soon as its gradient exists, so the gradients of all
                 # layers never have to be held at the same time.
-                act.register_hook(_score_writer(act.detach(), view))
+                act.register_hook(_score_writer(act.detach(), view, written, call))
         torch.autograd.grad(values.sum(), inputs, allow_unused=True)
+    for view, done in zip(views, written):
+        if not done:  # no gradient reached this call: it cannot change the target
+            view.zero_()
     return result
 
 

@@ -235,3 +235,30 @@ def test_attribution_is_signed_detached_and_shaped_like_inputs(resnet18):
     a = PrunedGradient(copy.deepcopy(resnet18).double()).attribute(x, target=1, sparsity=0.8)
     assert a.shape == x.shape and a.dtype == x.dtype and not a.requires_grad
     assert (a > 0).any() and (a < 0).any()
+
+
+class _InPlaceAfterActivation(nn.Module):
+    """A GELU output changed in place downstream (``h += r``), which autograd allows."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 2)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        h += self.fc2(x)
+        return self.fc3(h)
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "integrated_gradients"])
+def test_scores_use_the_activation_before_a_later_in_place_change(criterion):
+    torch.manual_seed(8)
+    model = _InPlaceAfterActivation().eval()
+    x = torch.randn(3, 4)
+    path = PrunedGradient(model).pathway(x, target=1, sparsity=0.5, criterion=criterion)
+    with torch.no_grad():
+        a = model.act(model.fc1(x))
+    torch.testing.assert_close(path.activations[0], a)
+    # y is linear in a with slope fc3.weight[1], so Taylor and IG scores are both |a * w|.
+    torch.testing.assert_close(path.scores[0], (a * model.fc3.weight[1]).abs())
