@@ -34,6 +34,11 @@ FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+# Captum's own warnings on the Insights path (it passes inputs without requires_grad).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:It looks like that the attribution:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require:UserWarning"),
+]
 NUM_EXAMPLES = 4
 
 

@@ -25,6 +25,11 @@ from captum_prune.criteria import CRITERIA
 from captum_prune.data import make_digits_canvas
 from captum_prune.models import build_digits_model
 
+# Captum's own warnings on the Insights path (it passes inputs without requires_grad).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:It looks like that the attribution:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require:UserWarning"),
+]
 NUM_EXAMPLES = 4  # Insights shows this many examples per fetch
 
 
