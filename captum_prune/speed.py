@@ -3,6 +3,9 @@ r"""``captum-prune speed``: time and memory of PrunedGradient against Captum's g
 Every method runs in one process on the same model and input; the repetitions alternate
 between methods (round robin), so slow drifts of the machine affect all methods alike, and the
 median of each method is reported with its ratio to ``Saliency`` measured in the same run.
+The process's CPU seconds per call are reported too: on a machine that other programs keep
+busy they vary far less than the wall clock (best with ``--threads 1``, as idle-spinning
+thread pools count as CPU time).
 
 Memory is the *peak extra* memory of one call over what was in use just before it:
 
@@ -54,7 +57,11 @@ class Measurement:
     per_example_s: float
     times_s: List[float]
     peak_extra_bytes: Optional[int]
+    #: Median CPU seconds of the process per call (all threads): less disturbed than the wall
+    #: clock by other programs on a busy machine, but it counts idle-spinning thread pools.
+    median_cpu_s: Optional[float] = None
     time_ratio: Optional[float] = None
+    cpu_ratio: Optional[float] = None
     memory_ratio: Optional[float] = None
     note: str = ""
 
@@ -161,6 +168,7 @@ class _Method:
     repeats: int
     note: str = ""
     times: List[float] = field(default_factory=list)
+    cpu_times: List[float] = field(default_factory=list)
     peak: Optional[int] = None
 
 
@@ -183,7 +191,8 @@ def compare(
                     not timed cleanly).
 
     Returns:
-        dict name -> (list of seconds in run order, peak extra bytes or None).
+        dict name -> (list of wall-clock seconds in run order, peak extra bytes or None,
+        list of process CPU seconds of the same calls).
     """
     state = [_Method(name, fn, repeats) for name, fn, repeats in methods]
     if warmup and state:
@@ -199,16 +208,18 @@ def compare(
         for method in state:
             if rep >= method.repeats:
                 continue
+            cpu_start = time.process_time()
             if rep == 0 and not warmup:
                 seconds, method.peak = peak_memory_call(method.fn, device)
             else:
                 seconds = time_call(method.fn, device)
+            method.cpu_times.append(time.process_time() - cpu_start)
             method.times.append(seconds)
-    return {m.name: (m.times, m.peak) for m in state}
+    return {m.name: (m.times, m.peak, m.cpu_times) for m in state}
 
 
 def add_ratios(rows: List[Measurement]) -> None:
-    r"""Sets ``time_ratio`` and ``memory_ratio`` of each row against the Saliency row of the
+    r"""Sets ``time_ratio``, ``cpu_ratio`` and ``memory_ratio`` of each row against the Saliency row of the
     same model, device and batch size (None where there is no such row or it is zero)."""
     reference = {
         (r.model, r.device, r.batch_size): r for r in rows if r.method == BASELINE
@@ -218,6 +229,8 @@ def add_ratios(rows: List[Measurement]) -> None:
         if base is None:
             continue
         row.time_ratio = row.median_s / base.median_s if base.median_s > 0 else None
+        if row.median_cpu_s is not None and base.median_cpu_s:
+            row.cpu_ratio = row.median_cpu_s / base.median_cpu_s
         if row.peak_extra_bytes is not None and base.peak_extra_bytes:
             row.memory_ratio = row.peak_extra_bytes / base.peak_extra_bytes
 
@@ -319,7 +332,7 @@ def run_benchmark(
                 log(f"{device} {model_name} batch {batch}: " + ", ".join(m[0] for m in methods))
                 results = compare([(n, f, r) for n, f, r, _ in methods], device)
                 for name, _, repeats, note in methods:
-                    times, peak = results[name]
+                    times, peak, cpu_times = results[name]
                     median = statistics.median(times)
                     rows.append(
                         Measurement(
@@ -332,6 +345,7 @@ def run_benchmark(
                             per_example_s=median / batch,
                             times_s=times,
                             peak_extra_bytes=peak,
+                            median_cpu_s=statistics.median(cpu_times),
                             note=note,
                         )
                     )
@@ -378,6 +392,10 @@ def _mib(value: Optional[int]) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f}"
 
 
+def _seconds(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _ratio(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -386,13 +404,14 @@ def format_table(rows: Sequence[Measurement]) -> str:
     r"""A Markdown table of the rows (also readable as plain text)."""
     header = (
         "| device | model | batch | method | runs | median s | s / example | x Saliency "
-        "| peak extra MiB | mem x Saliency |"
+        "| CPU s | CPU x Saliency | peak extra MiB | mem x Saliency |"
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 12]
     for r in rows:
         lines.append(
             f"| {r.device} | {r.model} | {r.batch_size} | {r.method} | {r.repeats} "
             f"| {r.median_s:.3f} | {r.per_example_s:.3f} | {_ratio(r.time_ratio)} "
+            f"| {_seconds(r.median_cpu_s)} | {_ratio(r.cpu_ratio)} "
             f"| {_mib(r.peak_extra_bytes)} | {_ratio(r.memory_ratio)} |"
         )
     return "\n".join(lines)

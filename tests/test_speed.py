@@ -41,8 +41,8 @@ def test_compare_alternates_after_warmups():
     # One unmeasured call of the first, one warm-up each, then round robin over what is left.
     assert calls == ["a", "a", "b", "c", "a", "b", "c", "a", "c", "a"]
     assert [len(results[n][0]) for n in "abc"] == [3, 1, 2]
-    for times, _ in results.values():
-        assert all(t >= 0 for t in times)
+    for times, _, cpu_times in results.values():
+        assert len(cpu_times) == len(times) and all(t >= 0 for t in times + cpu_times)
 
 
 def test_compare_without_warmup_runs_only_the_timed_calls():
@@ -60,6 +60,7 @@ def _row(method, batch, median, peak, model="m"):
     return speed.Measurement(
         model=model, device="cpu", batch_size=batch, method=method, repeats=1,
         median_s=median, per_example_s=median / batch, times_s=[median], peak_extra_bytes=peak,
+        median_cpu_s=median / 2,
     )
 
 
@@ -71,6 +72,7 @@ def test_ratios_are_against_saliency_of_the_same_setting():
     ]
     speed.add_ratios(rows)
     assert rows[1].time_ratio == pytest.approx(2.5) and rows[1].memory_ratio == pytest.approx(1.5)
+    assert rows[1].cpu_ratio == pytest.approx(2.5)
     assert rows[3].time_ratio == pytest.approx(1.5) and rows[3].memory_ratio is None
     assert rows[4].time_ratio is None  # no Saliency row for that model
 
@@ -112,6 +114,8 @@ def test_quick_run_ratios_come_from_the_same_run(quick_run):
     for row in rows:
         base = next(r for r in rows if r["method"] == "Saliency" and r["batch_size"] == row["batch_size"])
         assert row["time_ratio"] == pytest.approx(row["median_s"] / base["median_s"])
+        if base["median_cpu_s"]:
+            assert row["cpu_ratio"] == pytest.approx(row["median_cpu_s"] / base["median_cpu_s"])
         if row["peak_extra_bytes"] is not None and base["peak_extra_bytes"]:
             assert row["memory_ratio"] == pytest.approx(row["peak_extra_bytes"] / base["peak_extra_bytes"])
 
