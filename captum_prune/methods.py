@@ -1,0 +1,263 @@
+r"""
+The attribution methods compared by ``captum-prune demo`` and ``captum-prune benchmark``.
+
+Each entry of :data:`METHODS` is named after its Captum class and is a *factory*
+``model -> explain``, where ``explain(inputs, target)`` returns attributions of the shape of
+``inputs`` (GradCAM is upsampled to the input size). Factories, not bound instances, are what
+the evaluation protocols need: the sanity check calls them again on each randomised copy.
+
+Examples::
+
+    >>> from captum_prune.methods import build_methods
+    >>> factories = build_methods(["PrunedGradient", "Saliency"], sparsity=0.8)
+    >>> explain = factories["Saliency"](model)
+    >>> maps = explain(images, labels)
+"""
+import copy
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn, Tensor
+
+__all__ = [
+    "METHODS",
+    "DEFAULT_METHODS",
+    "DEMO_METHODS",
+    "MethodSpec",
+    "build_methods",
+    "parse_methods",
+    "gradcam_layer",
+]
+
+Explain = Callable[[Tensor, Tensor], Tensor]
+Factory = Callable[[nn.Module], Explain]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    r"""
+    One registered method.
+
+    Attributes:
+        name (str): The Captum class name (with the criterion in brackets for a
+                    non-default :class:`~captum_prune.PrunedGradient` criterion).
+        description (str): One line for tables and the report.
+        build (callable): ``build(model, sparsity) -> explain``.
+    """
+
+    name: str
+    description: str
+    build: Callable[[nn.Module, float], Explain]
+
+
+def _pruned_gradient(criterion: str, model: nn.Module, sparsity: float) -> Explain:
+    from captum_prune import PrunedGradient
+
+    method = PrunedGradient(model)
+    return lambda x, t: method.attribute(x, target=t, sparsity=sparsity, criterion=criterion)
+
+
+def _plain(cls_name: str, model: nn.Module, sparsity: float) -> Explain:
+    import captum.attr
+
+    method = getattr(captum.attr, cls_name)(model)
+    return lambda x, t: method.attribute(x, target=t)
+
+
+def _integrated_gradients(model: nn.Module, sparsity: float) -> Explain:
+    from captum.attr import IntegratedGradients
+
+    method = IntegratedGradients(model)
+    # Zero baseline = the dataset mean for mean-normalised inputs.
+    return lambda x, t: method.attribute(x, target=t, n_steps=32, internal_batch_size=512)
+
+
+def _smoothgrad(model: nn.Module, sparsity: float) -> Explain:
+    from captum.attr import NoiseTunnel, Saliency
+
+    method = NoiseTunnel(Saliency(model))
+
+    def explain(x: Tensor, t: Tensor) -> Tensor:
+        # Noise of 15% of the input range, as recommended by Smilkov et al. (2017).
+        sigma = 0.15 * float(x.max() - x.min()) or 0.15
+        return method.attribute(
+            x, target=t, nt_type="smoothgrad", nt_samples=16, stdevs=sigma, abs=False
+        )
+
+    return explain
+
+
+def _relu_copy(model: nn.Module, inputs: Tensor) -> nn.Module:
+    r"""
+    A copy of ``model`` whose ReLUs are not in-place and each run once per forward pass.
+
+    Captum's DeepLift and GuidedBackprop hook ``nn.ReLU`` modules; a module called twice
+    (torchvision's ``BasicBlock``) or in place breaks those hooks. The user's model is
+    never touched.
+    """
+    net = copy.deepcopy(model).eval()
+    calls: Dict[nn.Module, int] = {}
+    handles = []
+    for module in net.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+            calls.setdefault(module, 0)
+            handles.append(module.register_forward_hook(
+                lambda m, i, o: calls.__setitem__(m, calls[m] + 1)
+            ))
+    try:
+        with torch.no_grad():
+            net(inputs[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    reused = {m: n for m, n in calls.items() if n > 1}
+    if not reused:
+        return net
+    wrappers = {m: _PerCallReLU(n) for m, n in reused.items()}
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if child in wrappers:
+                setattr(parent, name, wrappers[child])
+
+    def reset(module: nn.Module, args: tuple) -> None:
+        for wrapper in wrappers.values():
+            wrapper.reset()
+
+    net.register_forward_pre_hook(reset)
+    return net
+
+
+class _PerCallReLU(nn.Module):
+    r"""Stands in for a reused ReLU: call ``k`` of a forward pass runs its own ``relus[k]``."""
+
+    def __init__(self, n_calls: int) -> None:
+        super().__init__()
+        self.relus = nn.ModuleList(nn.ReLU() for _ in range(n_calls))
+        self._call = 0
+
+    def reset(self) -> None:
+        self._call = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relus[self._call % len(self.relus)](x)
+        self._call += 1
+        return out
+
+
+def _hooked(cls_name: str, model: nn.Module, sparsity: float) -> Explain:
+    import captum.attr
+
+    cache: Dict[str, object] = {}
+
+    def explain(x: Tensor, t: Tensor) -> Tensor:
+        if "method" not in cache:
+            cache["method"] = getattr(captum.attr, cls_name)(_relu_copy(model, x))
+        return cache["method"].attribute(x, target=t)
+
+    return explain
+
+
+def gradcam_layer(model: nn.Module) -> nn.Module:
+    r"""
+    The last convolutional block of ``model``: the top-level child that holds its last
+    ``nn.Conv2d`` (``layer3`` of :class:`~captum_prune.models.DigitsResNet`, ``layer4`` of
+    a torchvision ResNet, ``features`` of a VGG).
+
+    Raises:
+        ValueError: If the model has no ``nn.Conv2d``.
+    """
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            last = name
+    if last is None:
+        raise ValueError("model: GradCAM needs a model with at least one nn.Conv2d layer")
+    top = last.split(".")[0]
+    return dict(model.named_children()).get(top, model) if top else model
+
+
+def _gradcam(model: nn.Module, sparsity: float) -> Explain:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    method = LayerGradCam(model, gradcam_layer(model))
+
+    def explain(x: Tensor, t: Tensor) -> Tensor:
+        cam = method.attribute(x, target=t, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear").detach()
+
+    return explain
+
+
+#: Registered methods by name, in the order of tables and figures.
+METHODS: Dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("PrunedGradient", "gradient through the taylor pathway",
+                   partial(_pruned_gradient, "taylor")),
+        MethodSpec("PrunedGradient[integrated_gradients]",
+                   "gradient through the integrated-gradients pathway",
+                   partial(_pruned_gradient, "integrated_gradients")),
+        MethodSpec("Saliency", "input gradient", partial(_plain, "Saliency")),
+        MethodSpec("InputXGradient", "input x gradient", partial(_plain, "InputXGradient")),
+        MethodSpec("IntegratedGradients", "32 steps from the mean image", _integrated_gradients),
+        MethodSpec("SmoothGrad", "NoiseTunnel over Saliency, 16 samples", _smoothgrad),
+        MethodSpec("GuidedBackprop", "guided backpropagation", partial(_hooked, "GuidedBackprop")),
+        MethodSpec("DeepLift", "DeepLift (rescale), zero baseline", partial(_hooked, "DeepLift")),
+        MethodSpec("GradCAM", "LayerGradCam on the last conv block, upsampled", _gradcam),
+    )
+}
+
+DEFAULT_METHODS: List[str] = list(METHODS)
+DEMO_METHODS: List[str] = [
+    "PrunedGradient", "Saliency", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "GradCAM",
+]
+
+
+def parse_methods(text: Optional[str], default: Sequence[str] = DEFAULT_METHODS) -> List[str]:
+    r"""
+    Parses a comma-separated list of method names (case-insensitive); ``None`` or ``"all"``
+    gives ``default``.
+
+    Raises:
+        ValueError: Naming the unknown methods and the known ones.
+    """
+    if text is None or text.strip().lower() == "all":
+        return list(default)
+    lookup = {name.lower(): name for name in METHODS}
+    names, unknown = [], []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lower() in lookup:
+            if lookup[part.lower()] not in names:
+                names.append(lookup[part.lower()])
+        else:
+            unknown.append(part)
+    if unknown or not names:
+        raise ValueError(
+            f"methods: unknown method(s) {unknown or text!r}; choose from {', '.join(METHODS)}"
+        )
+    return names
+
+
+def build_methods(names: Sequence[str], sparsity: float = 0.8) -> Dict[str, Factory]:
+    r"""
+    Factories ``model -> explain(inputs, target)`` for ``names``, in that order.
+
+    Args:
+        names (sequence of str): Keys of :data:`METHODS`.
+        sparsity (float, optional): Pruned share of neurons for the PrunedGradient
+                    methods. Default: 0.8
+
+    Returns:
+        dict: ``{name: factory}``.
+    """
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"names: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return {n: partial(METHODS[n].build, sparsity=float(sparsity)) for n in names}
