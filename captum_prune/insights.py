@@ -27,6 +27,7 @@ import ipaddress
 import itertools
 import sys
 import textwrap
+import warnings
 from functools import lru_cache
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -60,9 +61,9 @@ _INSTALL_HINT = (
 )
 
 _EMPTY_MAP_MESSAGE = (
-    "This attribution is zero everywhere, so there is no map to show. For Pruned Gradient "
-    "this means that at the chosen sparsity the pruned network no longer depends on the "
-    "input: lower the sparsity."
+    "All-zero attribution: no map to show.\n\n"
+    "Pruned Gradient: at this sparsity the pruned network no longer depends on the input. "
+    "Lower the sparsity."
 )
 
 _LOOPBACK_NAMES = ("localhost",)
@@ -161,12 +162,14 @@ def _to_hwc(tensor: Tensor, what: str) -> Any:
 def _message_figure(message: str) -> Any:
     from matplotlib.figure import Figure
 
+    # Same size as Captum's panels, which the page shows at about a third of their size.
     figure = Figure(figsize=(6, 6))
     axis = figure.subplots()
-    axis.set_axis_off()
+    axis.set_xticks([])
+    axis.set_yticks([])
+    lines = "\n".join(textwrap.fill(part, 22) for part in message.split("\n"))
     axis.text(
-        0.5, 0.5, textwrap.fill(message, 32), ha="center", va="center", fontsize=16,
-        wrap=True, transform=axis.transAxes,
+        0.5, 0.5, lines, ha="center", va="center", fontsize=30, transform=axis.transAxes
     )
     return figure
 
@@ -361,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
     )
     visualizer = build_digits_visualizer(model, data)
     _limit_methods(DIGITS_METHODS)
+    # Insights passes inputs without requires_grad; Captum warns about it on every example.
+    warnings.filterwarnings("ignore", "It looks like that the attribution", UserWarning)
     try:
         server = serve(visualizer, args.host, args.port)
     except OSError as error:
