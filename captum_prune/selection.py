@@ -12,10 +12,10 @@ Two threshold rules:
   max-pool ignores), and all of them are pruned, so at low sparsity more neurons go than asked.
   ``sparsity=0`` prunes nothing.
 - ``"exact"``: exactly ``round(sparsity * n)`` neurons are pruned per row: those with the
-  lowest scores, ties broken by position (the earlier neuron in forward order is pruned first).
+  lowest scores, ties broken by position (the later neuron in forward order is pruned first).
 """
 import math
-from typing import List
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
@@ -24,9 +24,65 @@ THRESHOLDS = ("reference", "exact")
 SELECTIONS = ("global", "per_layer")
 
 
-def _order_statistic(scores: Tensor, index: int) -> Tensor:
-    """The ``index``-th smallest value (0-based) of every row, as float64."""
-    return torch.kthvalue(scores, index + 1, dim=1).values.double()
+#: Rows longer than this are handled by sampling-based selection instead of a sort.
+_SORT_LIMIT = 1 << 17
+#: Sample size that brackets the wanted order statistics (the result is exact regardless).
+_SAMPLE = 1 << 15
+#: Half-width of the bracket in sample positions: many standard deviations of a sample rank.
+_MARGIN = 4.0 * math.sqrt(_SAMPLE) + 16
+
+
+def order_statistics(scores: Tensor, ranks: Sequence[int]) -> Tensor:
+    r"""The ``ranks``-th smallest values (0-based) of every row, exactly.
+
+    A full sort or ``kthvalue`` of millions of pooled scores per example is slow, so long
+    rows go through a bracket: a fixed random sample of columns gives, per row, a value
+    range that should hold the wanted ranks; exact counts confirm it, and only the few
+    values inside it are sorted. If the bracket misses (it practically never does), or a
+    row's bracket is one repeated value, the answer falls out exactly anyway.
+
+    Args:
+
+        scores (Tensor): ``(N, n)``.
+        ranks (Sequence[int]): Ranks in ``[0, n)``, close together (the bracket spans them).
+
+    Returns:
+        Tensor: ``(N, len(ranks))`` values, in the scores' dtype.
+    """
+    n_rows, n = scores.shape
+    device = scores.device
+    wanted = torch.tensor(list(ranks), device=device)
+    if n <= _SORT_LIMIT:
+        return torch.sort(scores, dim=1).values.index_select(1, wanted)
+    # A fixed generator: the bracket, and so the speed, is reproducible (the result is exact).
+    columns = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(0))
+    sample = scores.index_select(1, columns.to(device)).sort(dim=1).values
+    first, last = min(ranks), max(ranks)
+    low_at = min(math.floor(first / (n - 1) * (_SAMPLE - 1) - _MARGIN), _SAMPLE - 1)
+    high_at = max(math.ceil(last / (n - 1) * (_SAMPLE - 1) + _MARGIN), 0)
+    unbounded = torch.full((n_rows,), math.inf, dtype=scores.dtype, device=device)
+    low = (sample[:, low_at] if low_at >= 0 else -unbounded).unsqueeze(1)
+    high = (sample[:, high_at] if high_at < _SAMPLE else unbounded).unsqueeze(1)
+    below = (scores < low).sum(dim=1, dtype=torch.int64)
+    at_or_below_high = (scores <= high).sum(dim=1, dtype=torch.int64)
+    hit = (below <= first) & (at_or_below_high > last)
+    if not bool(hit.all()):
+        return torch.stack(
+            [torch.kthvalue(scores, r + 1, dim=1).values for r in ranks], dim=1
+        )
+    # Rows whose bracket is a single value (e.g. all-zero scores) need no extraction.
+    single = (low == high).squeeze(1)
+    inside = (scores >= low) & (scores <= high) & ~single.unsqueeze(1)
+    rows, cols = inside.nonzero(as_tuple=True)
+    counts = torch.bincount(rows, minlength=n_rows)
+    width = max(int(counts.max()), 1)
+    start = torch.cumsum(counts, 0) - counts
+    padded = torch.full((n_rows, width), math.inf, dtype=scores.dtype, device=device)
+    padded[rows, torch.arange(rows.numel(), device=device) - start[rows]] = scores[rows, cols]
+    padded = padded.sort(dim=1).values
+    at = (wanted.unsqueeze(0) - below.unsqueeze(1)).clamp(0, width - 1)
+    values = padded.gather(1, at)
+    return torch.where(single.unsqueeze(1), low.expand_as(values), values)
 
 
 def reference_threshold(scores: Tensor, sparsity: float) -> Tensor:
@@ -48,10 +104,9 @@ def reference_threshold(scores: Tensor, sparsity: float) -> Tensor:
     virtual = (n - 1) * ((100.0 * sparsity) / 100.0)
     below = math.floor(virtual)
     gamma = virtual - below
-    low = _order_statistic(scores, below)
     if below + 1 >= n or gamma == 0.0:
-        return low
-    high = _order_statistic(scores, below + 1)
+        return order_statistics(scores, [below])[:, 0].double()
+    low, high = order_statistics(scores, [below, below + 1]).double().unbind(1)
     diff = high - low
     # numpy's _lerp: interpolate from the nearer end for accuracy.
     if gamma >= 0.5:
@@ -76,20 +131,21 @@ def reference_keep(scores: Tensor, sparsity: float) -> Tensor:
 def exact_keep(scores: Tensor, sparsity: float) -> Tensor:
     r"""Keep-mask that prunes exactly ``round(sparsity * n)`` neurons of every row.
 
-    The lowest scores are pruned; among neurons tied at the cut, the earliest are pruned first.
+    The lowest scores are pruned; among neurons tied at the cut, the earliest in forward order
+    are kept and the later ones pruned.
     """
     n = scores.shape[1]
     n_prune = int(math.floor(sparsity * n + 0.5))
     if n_prune == 0:
         return torch.ones_like(scores, dtype=torch.bool)
-    cut = torch.kthvalue(scores, n_prune, dim=1).values.unsqueeze(1)
+    cut = order_statistics(scores, [n_prune - 1])
     keep = scores > cut
     tied = scores == cut
     # How many tied neurons must survive so that exactly n - n_prune are kept.
     spare = (n - n_prune) - keep.sum(dim=1, keepdim=True)
-    # Keep the *last* tied neurons, i.e. prune the earliest ones first.
-    rank_from_end = tied.flip(1).cumsum(dim=1).flip(1)
-    return keep | (tied & (rank_from_end <= spare))
+    if bool((spare == 0).all()):
+        return keep
+    return keep | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= spare))
 
 
 def select(

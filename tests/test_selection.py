@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from captum_prune.selection import exact_keep, reference_keep, reference_threshold, select
+from captum_prune.selection import (
+    exact_keep,
+    order_statistics,
+    reference_keep,
+    reference_threshold,
+    select,
+)
 
 
 def _rows(seed, n_rows=4, n=997, zeros=0.4, ties=True):
@@ -63,8 +69,8 @@ def test_exact_keeps_exact_count_and_highest_scores(sparsity):
 def test_exact_breaks_ties_by_position():
     scores = torch.zeros(2, 10)
     keep = exact_keep(scores, 0.3)
-    # All tied: the earliest three neurons are pruned.
-    assert keep.tolist() == [[False] * 3 + [True] * 7] * 2
+    # All tied: the last three neurons in forward order are pruned.
+    assert keep.tolist() == [[True] * 7 + [False] * 3] * 2
 
 
 def test_per_layer_selection_prunes_each_layer():
@@ -88,3 +94,42 @@ def test_rows_are_independent():
         together = rule(scores, 0.7)
         alone = torch.cat([rule(scores[i : i + 1], 0.7) for i in range(scores.shape[0])])
         assert torch.equal(together, alone)
+
+
+@pytest.mark.parametrize("zeros", [0.0, 0.5])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.7, 0.9, 0.999])
+def test_order_statistics_on_long_rows_equal_kthvalue(sparsity, zeros, monkeypatch):
+    # Long rows take the sampled-bracket path; force it on moderately long rows.
+    monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+    monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
+    scores = _rows(7, n_rows=3, n=200_003, zeros=zeros)
+    n = scores.shape[1]
+    rank = int(sparsity * (n - 1))
+    ranks = [rank, min(rank + 1, n - 1)]
+    got = order_statistics(scores, ranks)
+    for j, r in enumerate(ranks):
+        assert torch.equal(got[:, j], torch.kthvalue(scores, r + 1, dim=1).values)
+    assert torch.equal(reference_threshold(scores, sparsity), reference_threshold_by_sort(scores, sparsity))
+
+
+def test_order_statistics_fall_back_when_the_bracket_misses(monkeypatch):
+    monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 10)
+    monkeypatch.setattr("captum_prune.selection._SAMPLE", 64)
+    monkeypatch.setattr("captum_prune.selection._MARGIN", -20)  # an empty bracket: always misses
+    fallbacks = []
+    kthvalue = torch.kthvalue
+    monkeypatch.setattr(
+        "captum_prune.selection.torch.kthvalue",
+        lambda *a, **k: fallbacks.append(1) or kthvalue(*a, **k),
+    )
+    scores = _rows(8, n_rows=2, n=5000)
+    for r in (100, 2500, 4900):
+        assert torch.equal(order_statistics(scores, [r])[:, 0], kthvalue(scores, r + 1, dim=1).values)
+    assert len(fallbacks) == 3
+
+
+def reference_threshold_by_sort(scores, sparsity):
+    return torch.tensor(
+        [np.percentile(row.numpy().astype(np.float64), 100 * sparsity) for row in scores],
+        dtype=torch.float64,
+    )
