@@ -163,19 +163,7 @@ class PrunedGradient(GradientAttribution):
         """
         is_inputs_tuple = _is_tuple(inputs)
         gradients, _ = self._run(
-            inputs,
-            target,
-            additional_forward_args,
-            dict(
-                sparsity=sparsity,
-                criterion=criterion,
-                selection=selection,
-                threshold=threshold,
-                n_steps=n_steps,
-                method=method,
-                internal_batch_size=internal_batch_size,
-            ),
-            want_pathway=False,
+            inputs, target, additional_forward_args, _options(locals()), want_pathway=False
         )
         return _format_output(is_inputs_tuple, gradients)
 
@@ -214,19 +202,7 @@ class PrunedGradient(GradientAttribution):
             [0.1, 0.1]
         """
         _, found = self._run(
-            inputs,
-            target,
-            additional_forward_args,
-            dict(
-                sparsity=sparsity,
-                criterion=criterion,
-                selection=selection,
-                threshold=threshold,
-                n_steps=n_steps,
-                method=method,
-                internal_batch_size=internal_batch_size,
-            ),
-            want_pathway=True,
+            inputs, target, additional_forward_args, _options(locals()), want_pathway=True
         )
         assert found is not None
         return found
@@ -302,6 +278,17 @@ class PrunedGradient(GradientAttribution):
             original_target=scored.target_values,
             pruned_target=values,
         )
+
+
+#: The method options shared by :meth:`PrunedGradient.attribute` and ``pathway``.
+_OPTION_NAMES = (
+    "sparsity", "criterion", "selection", "threshold", "n_steps", "method", "internal_batch_size"
+)
+
+
+def _options(arguments: dict) -> dict:
+    """The method options out of a call's arguments (both public methods take the same)."""
+    return {name: arguments[name] for name in _OPTION_NAMES}
 
 
 def _masked_gradients(
