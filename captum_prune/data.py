@@ -8,7 +8,7 @@ so localisation metrics can be computed without any external annotation.
 from dataclasses import dataclass
 from functools import lru_cache
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,7 @@ class DigitsCanvasData(Dataset):
         """
         return (images - self.mean[:, None, None]) / self.std[:, None, None]
 
-    def denormalize(self, images: Tensor = None) -> Tensor:
+    def denormalize(self, images: Optional[Tensor] = None) -> Tensor:
         r"""
         Undoes the normalisation, for display.
 
@@ -111,9 +111,9 @@ def make_digits_canvas(
     random base colour plus a low-contrast texture (smooth noise mixed with stripes).
     The digit is always brighter than its background (by at least 0.3 in mean channel
     value, against a texture amplitude of at most 0.15), so it stays visible and the
-    task keeps one polarity, as in MNIST. Everything depends only on ``seed`` and the size arguments; the
-    80/20 train/test split is stratified and fixed. Images are normalised with the
-    per-channel mean and standard deviation of the train split.
+    task keeps one polarity, as in MNIST. Everything depends only on ``seed`` and the
+    size arguments; the 80/20 train/test split is stratified and fixed. Images are
+    normalised with the per-channel mean and standard deviation of the train split.
 
     Args:
         split (str, optional): ``"train"`` (1437 images) or ``"test"`` (360 images).

@@ -17,7 +17,8 @@ def test():
 
 
 def _assert_same(a, b):
-    for name in ("images", "labels", "boxes", "object_masks", "ink", "source_indices", "mean", "std"):
+    names = ("images", "labels", "boxes", "object_masks", "ink", "source_indices", "mean", "std")
+    for name in names:
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 

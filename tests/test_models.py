@@ -61,7 +61,7 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
     a, b = build_digits_model(seed=7), build_digits_model(seed=7)
     assert torch.equal(torch.random.get_rng_state(), state)
     c = build_digits_model(seed=8)
-    for (name, p), q, r in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
 
@@ -69,7 +69,8 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
 def test_short_training_beats_chance():
     # Digits filling a 16x16 canvas learn in seconds; on the default 32x32 canvases the
     # model needs the full recipe (see load_default_model).
-    train, test = make_digits_canvas("train", canvas_size=16), make_digits_canvas("test", canvas_size=16)
+    train = make_digits_canvas("train", canvas_size=16)
+    test = make_digits_canvas("test", canvas_size=16)
     model = train_classifier(
         build_digits_model(seed=0), train.images[:400], train.labels[:400],
         epochs=8, batch_size=32, seed=0, progress=False,
@@ -86,7 +87,9 @@ def test_training_is_deterministic_in_its_seed_and_keeps_global_rng(data):
 
     def run(seed):
         model = build_digits_model(seed=0, widths=(4, 8, 8))
-        return train_classifier(model, x, y, epochs=1, batch_size=16, max_shift=2, seed=seed, progress=False)
+        return train_classifier(
+            model, x, y, epochs=1, batch_size=16, max_shift=2, seed=seed, progress=False
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -163,7 +166,8 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     first, info = load_default_model(tmp_path, progress=False, recipe=_QUICK)
     assert not info["from_cache"] and not first.training
     assert os.listdir(tmp_path) == [os.path.basename(info["path"])]
-    assert 0.0 <= info["test_accuracy"] <= 1.0 and info["recipe"] == {**_QUICK.__dict__, "widths": [4, 8, 8]}
+    assert 0.0 <= info["test_accuracy"] <= 1.0
+    assert info["recipe"] == {**_QUICK.__dict__, "widths": [4, 8, 8]}
 
     with monkeypatch.context() as patch:
         _forbid_training(patch)
