@@ -53,6 +53,8 @@ suppress_warnings = []
 # The doctest builder runs the ``.. doctest::`` and ``>>>`` blocks of the pages (not the
 # Captum-style ``Examples::`` literal blocks of docstrings; tests/test_doc_examples.py runs those).
 doctest_global_setup = """
+import warnings
+warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
 import torch
 torch.set_num_threads(2)
 torch.manual_seed(0)
