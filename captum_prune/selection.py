@@ -15,8 +15,9 @@ Two threshold rules:
   lowest scores, ties broken by position (the later neuron in forward order is pruned first).
 """
 import math
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -63,8 +64,7 @@ def order_statistics(scores: Tensor, ranks: Sequence[int]) -> Tensor:
     unbounded = torch.full((n_rows,), math.inf, dtype=scores.dtype, device=device)
     low = (sample[:, low_at] if low_at >= 0 else -unbounded).unsqueeze(1)
     high = (sample[:, high_at] if high_at < _SAMPLE else unbounded).unsqueeze(1)
-    below = (scores < low).sum(dim=1, dtype=torch.int64)
-    at_or_below_high = (scores <= high).sum(dim=1, dtype=torch.int64)
+    below, at_or_below_high = _count_below(scores, low, high)
     hit = (below <= first) & (at_or_below_high > last)
     if not bool(hit.all()):
         return torch.stack(
@@ -72,8 +72,7 @@ def order_statistics(scores: Tensor, ranks: Sequence[int]) -> Tensor:
         )
     # Rows whose bracket is a single value (e.g. all-zero scores) need no extraction.
     single = (low == high).squeeze(1)
-    inside = (scores >= low) & (scores <= high) & ~single.unsqueeze(1)
-    rows, cols = inside.nonzero(as_tuple=True)
+    rows, cols = _positions_between(scores, low, high, ~single.unsqueeze(1))
     counts = torch.bincount(rows, minlength=n_rows)
     width = max(int(counts.max()), 1)
     start = torch.cumsum(counts, 0) - counts
@@ -83,6 +82,38 @@ def order_statistics(scores: Tensor, ranks: Sequence[int]) -> Tensor:
     at = (wanted.unsqueeze(0) - below.unsqueeze(1)).clamp(0, width - 1)
     values = padded.gather(1, at)
     return torch.where(single.unsqueeze(1), low.expand_as(values), values)
+
+
+def _on_numpy(scores: Tensor) -> bool:
+    # numpy's comparisons and counts are several times faster than torch's bool reductions
+    # on the CPU, and a CPU tensor is a numpy array without a copy.
+    return scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64)
+
+
+def _count_below(scores: Tensor, low: Tensor, high: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per row: how many scores are ``< low`` and how many are ``<= high``."""
+    if _on_numpy(scores):
+        a, lo, hi = scores.detach().numpy(), low.numpy(), high.numpy()
+        below = numpy.count_nonzero(a < lo, axis=1)
+        upto = numpy.count_nonzero(a <= hi, axis=1)
+        return torch.from_numpy(below).long(), torch.from_numpy(upto).long()
+    return (
+        (scores < low).sum(dim=1, dtype=torch.int64),
+        (scores <= high).sum(dim=1, dtype=torch.int64),
+    )
+
+
+def _positions_between(
+    scores: Tensor, low: Tensor, high: Tensor, rows_wanted: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """(row, column) of every score in ``[low, high]`` of the wanted rows, row-major."""
+    if _on_numpy(scores):
+        a = scores.detach().numpy()
+        inside = (a >= low.numpy()) & (a <= high.numpy()) & rows_wanted.numpy()
+        rows, cols = numpy.nonzero(inside)
+        return torch.from_numpy(rows), torch.from_numpy(cols)
+    inside = (scores >= low) & (scores <= high) & rows_wanted
+    return inside.nonzero(as_tuple=True)
 
 
 def reference_threshold(scores: Tensor, sparsity: float) -> Tensor:
