@@ -41,7 +41,7 @@ MODULES = (
 NOT_RUNNABLE = {
     "captum_prune.evaluation.sanity.cascading_randomization": "uses undefined model, images",
     "captum_prune.evaluation.perturbation.pixel_perturbation": "uses undefined model, images",
-    "captum_prune.evaluation.roar.remove_and_retrain": "uses undefined names",
+    "captum_prune.evaluation.roar.remove_and_retrain": "placeholder model and data (x_tr, ...)",
     "captum_prune.evaluation.localisation.attribution_mass_in_box": "uses undefined maps, masks",
     "captum_prune.evaluation.localisation.pointing_game": "uses undefined maps, masks",
     "captum_prune.methods": "uses undefined model, images, labels",
