@@ -33,6 +33,7 @@ MODULES = (
     "captum_prune.methods",
     "captum_prune.demo",
     "captum_prune.benchmark",
+    "captum_prune.report",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the
