@@ -12,7 +12,7 @@ from captum._utils.common import (
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from captum.log import log_usage
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_prune import _safety
 from captum_prune._forward import forward_with_target
@@ -251,6 +251,8 @@ class PrunedGradient(GradientAttribution):
                 method=options["method"],
                 internal_batch_size=options["internal_batch_size"],
             )
+            if not want_pathway:
+                del scored.activations[:]  # the selection needs only the scores
             keep = select(
                 scored.scores,
                 scored.sizes,
@@ -260,7 +262,7 @@ class PrunedGradient(GradientAttribution):
             )
             masks = scored.split(keep)
             if not want_pathway:
-                del scored.activations[:], scored.scores  # free memory before pass 2
+                del scored.scores  # free memory before pass 2
             output, values, gradients = _masked_gradients(
                 self.forward_func, hooks, scored.calls, masks, inputs, target,
                 additional_forward_args,
@@ -302,13 +304,20 @@ def _masked_gradients(
 ) -> Tuple[Tensor, Tensor, Tuple[Tensor, ...]]:
     """Forward with every layer call multiplied by its fixed mask, then d target / d inputs."""
 
-    def apply_mask(call: int, output: Tensor) -> Tensor:
+    def apply_mask(call: int, output: Tensor) -> Optional[Tensor]:
         if call >= len(masks) or masks[call].shape != output.shape:
             raise RuntimeError(
                 f"The model's layer call {call} changed shape between the scoring and the "
                 "gradient pass; PrunedGradient needs a forward whose layer calls do not depend "
                 "on the values flowing through it."
             )
+        if type(hooks.layers[hooks.calls[call]]) is nn.ReLU:
+            # Mask a ReLU's output in place, saving a copy of every activation: its backward
+            # reads only the sign of the output it saved, and (mask * relu(x) > 0) is exactly
+            # mask * relu'(x), the derivative of the masked layer. Any other reader of this
+            # tensor comes after this hook and sees the masked values.
+            output.data.mul_(masks[call])
+            return None
         return output * masks[call]
 
     with hooks.forward_pass(apply_mask):

@@ -56,6 +56,7 @@ class _BNNet(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(0.5)
         self.fc = nn.Linear(4 * 8 * 8, 3)
@@ -67,7 +68,7 @@ class _BNNet(nn.Module):
         if self.fail_on_call == self.calls:
             raise RuntimeError("boom inside the model")
         x = self.relu(self.bn(self.conv(x)))
-        return self.fc(self.drop(self.relu(x)).flatten(1))
+        return self.fc(self.drop(self.relu(self.conv2(x))).flatten(1))
 
 
 def _with_param_grads(model):
