@@ -63,11 +63,11 @@ class PrunedGradient(GradientAttribution):
         >>> import torch, torchvision
         >>> from captum_prune import PrunedGradient
         >>> model = torchvision.models.resnet18(num_classes=10).eval()
-        >>> x = torch.randn(2, 3, 64, 64)
+        >>> x = torch.randn(2, 3, 32, 32)
         >>> pg = PrunedGradient(model)
         >>> attribution = pg.attribute(x, target=[3, 7], sparsity=0.9)
         >>> attribution.shape
-        torch.Size([2, 3, 64, 64])
+        torch.Size([2, 3, 32, 32])
     """
 
     def __init__(self, forward_func: Callable, layers: LayersArg = None) -> None:
@@ -153,7 +153,7 @@ class PrunedGradient(GradientAttribution):
             >>> import torch, torchvision
             >>> from captum.attr import NoiseTunnel
             >>> from captum_prune import PrunedGradient
-            >>> model = torchvision.models.vgg11(num_classes=5).eval()
+            >>> model = torchvision.models.resnet18(num_classes=5).eval()
             >>> x = torch.randn(1, 3, 32, 32)
             >>> pg = PrunedGradient(model)
             >>> a = pg.attribute(x, target=2, sparsity=0.9)
