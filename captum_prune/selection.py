@@ -109,7 +109,10 @@ def _positions_between(
     """(row, column) of every score in ``[low, high]`` of the wanted rows, row-major."""
     if _on_numpy(scores):
         a = scores.detach().numpy()
-        inside = (a >= low.numpy()) & (a <= high.numpy()) & rows_wanted.numpy()
+        inside = numpy.greater_equal(a, low.numpy())
+        inside &= numpy.less_equal(a, high.numpy())  # in place: one bool temporary, not three
+        if not bool(rows_wanted.all()):
+            inside &= rows_wanted.numpy()
         rows, cols = numpy.nonzero(inside)
         return torch.from_numpy(rows), torch.from_numpy(cols)
     inside = (scores >= low) & (scores <= high) & rows_wanted
