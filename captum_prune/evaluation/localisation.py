@@ -114,8 +114,31 @@ def attribution_mass_in_box(
 
     Examples::
 
+        >>> import torch
+        >>> from captum.attr import Saliency
+        >>> from captum_prune.evaluation import attribution_mass_in_box, boxes_to_masks
+        >>> # Two hand-made maps: all mass inside the box, and a quarter of it inside.
+        >>> maps = torch.zeros(2, 8, 8)
+        >>> maps[0, 3, 3] = 1.0
+        >>> maps[1, 3, 3], maps[1, 0, 0] = 1.0, 3.0
+        >>> masks = boxes_to_masks([[2, 2, 6, 6], [2, 2, 6, 6]], height=8, width=8)
         >>> result = attribution_mass_in_box(maps, masks)
-        >>> result.mean
+        >>> result.values.tolist(), result.mean
+        ([1.0, 0.25], 0.625)
+        >>> # Saliency maps of a model, N x C x H x W: reduced to one map by the channel max.
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)).eval()
+        >>> images = torch.rand(4, 3, 8, 8)
+        >>> maps = Saliency(model).attribute(images, target=0)
+        >>> masks = boxes_to_masks([[2, 2, 6, 6]] * 4, height=8, width=8)
+        >>> result = attribution_mass_in_box(maps, masks)
+        >>> result.values.shape, bool(((result.values >= 0) & (result.values <= 1)).all())
+        (torch.Size([4]), True)
+        >>> result.to_dict()
+        {'protocol': 'mass_in_box', 'part': 'positive', 'n_examples': 4, 'n_undefined': 0,
+         'mean': 0.2..., 'std': 0.0...}
     """
     maps, masks = _prepare(attributions, object_masks, part)
     total = maps.sum(dim=(1, 2))
@@ -148,6 +171,32 @@ def pointing_game(
     Returns:
         :class:`LocalisationResult` with 1.0 (hit) or 0.0 (miss) per example; ``mean`` is the
         hit rate.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum.attr import Saliency
+        >>> from captum_prune.evaluation import boxes_to_masks, pointing_game
+        >>> # Peaks at (row 3, col 3) inside the box, and at (row 1, col 3) just above it.
+        >>> maps = torch.zeros(2, 8, 8)
+        >>> maps[0, 3, 3], maps[1, 1, 3] = 1.0, 1.0
+        >>> masks = boxes_to_masks([[2, 2, 6, 6], [2, 2, 6, 6]], height=8, width=8)
+        >>> pointing_game(maps, masks).values.tolist()
+        [1.0, 0.0]
+        >>> pointing_game(maps, masks, tolerance=1).mean  # one pixel away now counts
+        1.0
+        >>> # Maps of a model, N x C x H x W.
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)).eval()
+        >>> images = torch.rand(4, 3, 8, 8)
+        >>> maps = Saliency(model).attribute(images, target=0)
+        >>> result = pointing_game(maps, boxes_to_masks([[2, 2, 6, 6]] * 4, 8, 8), part="abs")
+        >>> result.to_dict()["protocol"], result.values.shape
+        ('pointing_game', torch.Size([4]))
+        >>> set(result.values.tolist()) <= {0.0, 1.0}
+        True
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}")

@@ -268,9 +268,32 @@ def pixel_perturbation(
 
     Examples::
 
+        >>> import torch
         >>> from captum.attr import Saliency
-        >>> result = pixel_perturbation(model, images, Saliency(model), mode="lerf")
-        >>> result.auc, result.to_dict()
+        >>> from captum_prune import PrunedGradient
+        >>> from captum_prune.evaluation import pixel_perturbation
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)).eval()
+        >>> images = torch.rand(4, 3, 8, 8)
+        >>> fractions = [0.1, 0.2, 0.3]
+        >>> result = pixel_perturbation(model, images, Saliency(model), fractions=fractions,
+        ...                             mode="lerf", baseline=0.0)
+        >>> result.changes.shape  # examples x fractions
+        torch.Size([4, 3])
+        >>> bool(((result.changes >= 0) & (result.changes < 1)).all())
+        True
+        >>> round(result.auc, 4)
+        0.00...
+        >>> # Methods with options: pass them as attribute_kwargs; or pass precomputed maps.
+        >>> result = pixel_perturbation(model, images, PrunedGradient(model), fractions=fractions,
+        ...                             mode="morf", attribute_kwargs={"sparsity": 0.7})
+        >>> summary = result.to_dict()
+        >>> summary["mode"], summary["n_examples"], summary["fractions"]
+        ('morf', 4, [0.1, 0.2, 0.3])
+        >>> len(summary["mean"]), len(summary["std"])
+        (3, 3)
     """
     inputs = check_images(inputs, "inputs")
     fractions = check_fractions(fractions)

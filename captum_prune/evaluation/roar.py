@@ -142,12 +142,38 @@ def remove_and_retrain(
 
     Examples::
 
-        >>> def train_fn(images, labels, seed):
+        >>> import torch
+        >>> from captum.attr import Saliency
+        >>> from captum_prune.evaluation import remove_and_retrain
+        >>> _ = torch.manual_seed(0)
+        >>> # Toy data: class 1 has a bright 3 x 3 patch.
+        >>> images = torch.rand(80, 1, 8, 8)
+        >>> labels = torch.arange(80) % 2
+        >>> images[labels == 1, :, 2:5, 2:5] += 1.0
+        >>> x_tr, y_tr, x_te, y_te = images[:60], labels[:60], images[60:], labels[60:]
+        >>> def train_fn(images, labels, seed):  # a few steps of logistic regression
         ...     torch.manual_seed(seed)
-        ...     ...  # build and fit a model
+        ...     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+        ...     opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        ...     for _ in range(50):
+        ...         opt.zero_grad()
+        ...         torch.nn.functional.cross_entropy(model(images), labels).backward()
+        ...         opt.step()
         ...     return model
-        >>> result = remove_and_retrain(x_tr, y_tr, x_te, y_te, a_tr, a_te, train_fn)
-        >>> result.mean, result.auc
+        >>> # Maps from the model trained on the unmodified data.
+        >>> saliency = Saliency(train_fn(x_tr, y_tr, 0).eval())
+        >>> a_tr = saliency.attribute(x_tr, target=y_tr)
+        >>> a_te = saliency.attribute(x_te, target=y_te)
+        >>> result = remove_and_retrain(x_tr, y_tr, x_te, y_te, a_tr, a_te, train_fn,
+        ...                             fractions=[0.1, 0.5], seeds=[0])
+        >>> result.fractions  # 0.0 (unmodified data) is always evaluated
+        [0.0, 0.1, 0.5]
+        >>> result.accuracy.shape  # fractions x seeds
+        (3, 1)
+        >>> bool(result.mean[0] > result.mean[-1])  # removing salient pixels hurts
+        True
+        >>> sorted(result.to_dict())
+        ['auc', 'fractions', 'mean', 'per_seed', 'protocol', 'ranking', 'seeds', 'std']
     """
     train_images = check_images(train_images, "train_images")
     test_images = check_images(test_images, "test_images")

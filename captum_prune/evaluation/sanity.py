@@ -215,15 +215,36 @@ def cascading_randomization(
 
     Examples::
 
+        >>> import torch
         >>> from captum.attr import LayerAttribution, LayerGradCam, Saliency
+        >>> from captum_prune import PrunedGradient
+        >>> from captum_prune.evaluation import cascading_randomization
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)).eval()
+        >>> images = torch.rand(4, 3, 8, 8)
+        >>> # Pass the class (a factory model -> method), not an instance.
         >>> result = cascading_randomization(model, Saliency, images)
-        >>> result.summary("spearman_abs")["mean"]
+        >>> result.stages  # the Linear layer "3" first, then the Conv2d "0"
+        ['original', '3', '0']
+        >>> result.spearman.shape  # stages x examples
+        (3, 4)
+        >>> mean = result.summary("spearman_abs")["mean"]
+        >>> round(mean[0], 6), max(mean[1:]) < 0.9  # similarity drops: Saliency passes
+        (1.0, True)
+        >>> result = cascading_randomization(model, PrunedGradient, images,
+        ...                                  attribute_kwargs={"sparsity": 0.7})
+        >>> sorted(result.to_dict())
+        ['map', 'n_examples', 'protocol', 'spearman', 'spearman_abs', 'ssim', 'ssim_abs', 'stages']
         >>> # Layer methods: build them on the copy and upsample to the input size.
         >>> def gradcam(m):
-        ...     cam = LayerGradCam(m, m.layer4)
+        ...     cam = LayerGradCam(m, m[0])
         ...     return lambda x, t: LayerAttribution.interpolate(
         ...         cam.attribute(x, target=t), x.shape[-2:], "bilinear")
-        >>> result = cascading_randomization(model, gradcam, images, layer_order=["fc", "layer4"])
+        >>> result = cascading_randomization(model, gradcam, images, layer_order=["3", "0"])
+        >>> result.stages, result.ssim.shape
+        (['original', '3', '0'], (3, 4))
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
