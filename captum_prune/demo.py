@@ -6,11 +6,12 @@ Trains (about a minute on two CPU cores, then cached) or loads the default
 writes a comparison figure and prints localisation scores and time per image.
 """
 import argparse
+import contextlib
 from pathlib import Path
 import sys
 import time
 import warnings
-from typing import Dict, List
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from torch import Tensor
@@ -38,7 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device, e.g. cpu, cuda, cuda:1 or auto (default: cpu)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed that picks the test images (default: 0)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice); 1 is much faster "
+                        "on a machine that other programs keep busy")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    r"""Runs the block with ``n`` torch CPU threads (``None``: unchanged), then restores."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise CommandError(f"--threads must be positive, got {n}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,6 +104,11 @@ def _pick_images(labels: Tensor, predicted: Tensor, n: int, seed: int) -> Tensor
 
 def run(args: argparse.Namespace) -> int:
     r"""Runs the demo; returns the exit status."""
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from captum_prune.data import make_digits_canvas

@@ -285,3 +285,275 @@ def write_html_report(
             parts.append(f"<pre>{html.escape(section['pre'])}</pre>")
     parts.append("</body></html>\n")
     return atomic_write(path, "\n".join(parts))
+
+
+# --------------------------------------------------------------------------- benchmark output
+
+
+def bars_figure(values: Mapping[str, Mapping[str, Tuple[float, float]]], title: str) -> Any:
+    r"""
+    Grouped bars: ``{metric: {method: (mean, std)}}``, one group per method.
+
+    Returns:
+        matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    metrics = list(values)
+    methods = list(next(iter(values.values()))) if metrics else []
+    fig = Figure(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.2))
+    ax = fig.subplots()
+    width = 0.8 / max(len(metrics), 1)
+    x = np.arange(len(methods))
+    for k, metric in enumerate(metrics):
+        mean = [np.nan if values[metric][m][0] is None else values[metric][m][0] for m in methods]
+        std = [0.0 if values[metric][m][1] is None else values[metric][m][1] for m in methods]
+        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+               label=metric)
+    ax.set_xticks(x)
+    ax.set_xticklabels([m.replace("[", "\n[") for m in methods], rotation=35, ha="right",
+                       fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _pm(mean: Any, std: Any, digits: int = 3) -> str:
+    if mean is None:
+        return "n/a"
+    return format_number(mean, digits) + ("" if std is None else f" ± {format_number(std, digits)}")
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    r"""
+    The tables of a benchmark ``results.json`` document, shared by the Markdown and HTML
+    writers: a list of ``{"title", "text", "headers", "rows", "figures"}``.
+    """
+    names = document["methods"]
+    tables: List[Dict[str, Any]] = []
+    sanity = document.get("sanity")
+    perturbation = document.get("pixel_perturbation")
+    roar = document.get("roar")
+    local = document.get("localisation", {})
+    seconds = document.get("map_seconds_per_image", {})
+
+    summary_rows = []
+    for name in names:
+        row = [name]
+        if perturbation:
+            row += [perturbation["lerf"][name]["auc"], perturbation["morf"][name]["auc"]]
+        if roar:
+            row.append(roar["methods"][name]["auc"])
+        if sanity:
+            s = sanity["methods"][name]
+            verdict = "pass" if s["passed"] else "FAIL"
+            row.append(f"{format_number(s['final_spearman_abs'])} ({verdict})")
+        if local.get("methods"):
+            m = local["methods"][name]
+            row += [m["mass_in_box"]["mean"], m["pointing_game"]["mean"]]
+        row.append(f"{1000 * seconds.get(name, float('nan')):.1f}")
+        summary_rows.append(row)
+    headers = ["method"]
+    if perturbation:
+        headers += ["LeRF AUC (lower better)", "MoRF AUC (higher better)"]
+    if roar:
+        headers.append("ROAR AUC (lower better)")
+    if sanity:
+        headers.append("sanity: Spearman |map| fully randomised")
+    if local.get("methods"):
+        headers += ["mass in box", "pointing game"]
+    headers.append("ms / image")
+    tables.append({"title": "Summary", "headers": headers, "rows": summary_rows,
+                   "figures": ["maps.png"],
+                   "text": "AUCs are trapezoids in fraction units (LeRF/MoRF over 0-10% of the "
+                           "pixels, ROAR over 0-90%). A method passes the sanity check when its "
+                           "maps decorrelate from the trained model's maps once every block is "
+                           f"randomised (mean Spearman of |map| below "
+                           f"{sanity['pass_below'] if sanity else SANITY_DEFAULT})."})
+
+    if perturbation:
+        fractions = perturbation["fractions"]
+        for mode, text in (("lerf", "least relevant first: lower is better"),
+                           ("morf", "most relevant first: higher is better")):
+            rows = []
+            for name in names:
+                r = perturbation[mode][name]
+                rows.append([name] + [_pm(m, s) for m, s in zip(r["mean"], r["std"])]
+                            + [r["auc"]])
+            tables.append({
+                "title": f"Pixel perturbation, {mode.upper()}",
+                "text": f"Absolute fractional change of the target's softmax probability after "
+                        f"removing pixels ({text}); mean ± std over "
+                        f"{perturbation[mode][names[0]]['n_examples']} test images.",
+                "headers": ["method"] + [_percent(f) for f in fractions] + ["AUC"],
+                "rows": rows, "figures": [f"{mode}.png"],
+            })
+    if roar:
+        rows = [[name] + [_pm(100 * m, None if s is None else 100 * s, 1) for m, s in
+                          zip(roar["methods"][name]["mean"], roar["methods"][name]["std"])]
+                + [roar["methods"][name]["auc"]] for name in names]
+        tables.append({
+            "title": "ROAR (remove and retrain)",
+            "text": f"Test accuracy (%) after removing the top pixels and retraining from "
+                    f"scratch; mean ± std over seeds {roar['seeds']}, {roar['epochs']} epochs on "
+                    f"{roar['n_train']} train images, {roar['n_test']} test images. Lower is "
+                    f"better.",
+            "headers": ["method"] + [_percent(f) for f in roar["fractions"]] + ["AUC"],
+            "rows": rows, "figures": ["roar.png"],
+        })
+    if sanity:
+        stages = sanity["stages"]
+        rows = []
+        for name in names:
+            s = sanity["methods"][name]
+            rows.append([name] + [format_number(v, 2) for v in s["spearman_abs"]["mean"]]
+                        + ["pass" if s["passed"] else "FAIL"])
+        tables.append({
+            "title": "Sanity check (cascading randomisation)",
+            "text": "Mean Spearman rank correlation of |map| with the trained model's map after "
+                    "randomising the blocks cumulatively from the output; lower means the map "
+                    "depends on the model.",
+            "headers": ["method"] + stages + ["outcome"], "rows": rows,
+            "figures": ["sanity_spearman_abs.png", "sanity_ssim.png"],
+        })
+    if local.get("methods"):
+        rows = [[name, _pm(local["methods"][name]["mass_in_box"]["mean"],
+                           local["methods"][name]["mass_in_box"]["std"]),
+                 local["methods"][name]["pointing_game"]["mean"]] for name in names]
+        tables.append({
+            "title": "Localisation", "headers": ["method", "positive mass in box", "pointing game"],
+            "text": "Share of the positive attribution mass inside the ground-truth box, and the "
+                    "pointing-game hit rate.",
+            "rows": rows, "figures": ["localisation.png"],
+        })
+    elif local.get("skipped"):
+        tables.append({"title": "Localisation", "text": f"Skipped: {local['skipped']}.",
+                       "headers": [], "rows": [], "figures": []})
+    pathway = document.get("pathway")
+    if pathway:
+        rows = [[pair, _pm(v["mean"], v["std"])] for pair, v in pathway["jaccard"].items()]
+        rows += [[f"dead share, {c}", _pm(v["mean"], v["std"])]
+                 for c, v in pathway["dead_fraction"].items()]
+        rows += [[f"pruned net keeps the class, {c}", _pm(v["mean"], v["std"])]
+                 for c, v in pathway["target_kept"].items()]
+        tables.append({
+            "title": "Pathway analysis",
+            "text": f"PrunedGradient pathways at sparsity {pathway['sparsity']:g} on "
+                    f"{pathway['n_examples']} test images: Jaccard overlap between criteria, "
+                    f"share of kept neurons whose activation is zero, and how often the pruned "
+                    f"network still predicts the class.",
+            "headers": ["quantity", "mean ± std"], "rows": rows, "figures": [],
+        })
+    return tables
+
+
+SANITY_DEFAULT = 0.5
+
+
+def write_benchmark_figures(
+    folder: Path, document: Mapping[str, Any], maps: Mapping[str, Tensor], images: np.ndarray,
+    boxes: Optional[Tensor],
+) -> List[Path]:
+    r"""Writes the PNG plots of a benchmark into ``folder``; returns their paths."""
+    names = document["methods"]
+    paths = []
+    fig = map_grid_figure(images, maps, boxes, title="|attribution|, max over channels"
+                          + ("; dashed box: ground truth" if boxes is not None else ""))
+    paths.append(save_figure(fig, folder / "maps.png"))
+    perturbation = document.get("pixel_perturbation")
+    if perturbation:
+        for mode, label in (("lerf", "LeRF (lower is better)"), ("morf", "MoRF (higher is better)")):
+            curves = {n: ([0.0] + perturbation["fractions"], [0.0] + perturbation[mode][n]["mean"],
+                          [0.0] + perturbation[mode][n]["std"]) for n in names}
+            fig = curves_figure(curves, f"Pixel perturbation, {label}", "share of pixels removed",
+                                "|fractional change of p(class)|")
+            paths.append(save_figure(fig, folder / f"{mode}.png"))
+    roar = document.get("roar")
+    if roar:
+        curves = {n: (roar["fractions"], roar["methods"][n]["mean"], roar["methods"][n]["std"])
+                  for n in names}
+        fig = curves_figure(curves, "ROAR (lower is better)", "share of pixels removed",
+                            "test accuracy after retraining")
+        paths.append(save_figure(fig, folder / "roar.png"))
+    sanity = document.get("sanity")
+    if sanity:
+        stages = sanity["stages"]
+        for metric, label in (("spearman_abs", "Spearman rank correlation of |map|"),
+                              ("ssim", "SSIM of the signed map")):
+            curves = {n: (list(range(len(stages))), sanity["methods"][n][metric]["mean"],
+                          sanity["methods"][n][metric]["std"]) for n in names}
+            fig = curves_figure(curves, "Sanity check: cascading randomisation", "randomised up to",
+                                label, xticklabels=stages)
+            paths.append(save_figure(fig, folder / f"sanity_{metric}.png"))
+    local = document.get("localisation", {})
+    if local.get("methods"):
+        values = {
+            "mass in box": {n: (local["methods"][n]["mass_in_box"]["mean"],
+                                local["methods"][n]["mass_in_box"]["std"]) for n in names},
+            "pointing game": {n: (local["methods"][n]["pointing_game"]["mean"], None)
+                              for n in names},
+        }
+        paths.append(save_figure(bars_figure(values, "Localisation (higher is better)"),
+                                 folder / "localisation.png"))
+    return paths
+
+
+def _config_text(document: Mapping[str, Any]) -> str:
+    config = document["config"]
+    model = document.get("model", {})
+    lines = [f"preset: {config['preset']}; sparsity {config['sparsity']:g}; "
+             f"device {config['device']}; seed {config['seed']}",
+             f"model: {model.get('model')}; data: {model.get('data')}",
+             f"test accuracy: {format_number(model.get('test_accuracy'))}"]
+    timings = document.get("timings", {})
+    if timings:
+        lines.append("timings (s): " + ", ".join(
+            f"{k.replace('_seconds', '')} {v:.0f}" for k, v in timings.items()))
+    versions = document.get("versions", {})
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()
+                                          if k != "platform"))
+    return "\n".join(lines)
+
+
+def write_benchmark_markdown(path: PathLike, document: Mapping[str, Any]) -> Path:
+    r"""Writes the benchmark tables as Markdown (atomically)."""
+    parts = ["# captum-prune benchmark\n", "```", _config_text(document), "```\n"]
+    for table in benchmark_tables(document):
+        parts.append(f"## {table['title']}\n")
+        if table.get("text"):
+            parts.append(table["text"] + "\n")
+        if table["rows"]:
+            parts.append(markdown_table(table["headers"], table["rows"]))
+        for figure in table["figures"]:
+            if figure in document.get("figures", ()):
+                parts.append(f"![{figure}]({figure})\n")
+    return atomic_write(path, "\n".join(parts))
+
+
+def write_benchmark_html(path: PathLike, document: Mapping[str, Any],
+                         figures: Sequence[Path]) -> Path:
+    r"""Writes the self-contained ``report.html`` of a benchmark."""
+    by_name = {Path(f).name: Path(f) for f in figures}
+    sections = []
+    for table in benchmark_tables(document):
+        sections.append({
+            "title": table["title"], "text": table.get("text", ""),
+            "table": (table["headers"], table["rows"]) if table["rows"] else None,
+            "figures": [(by_name[f], f) for f in table["figures"] if f in by_name],
+        })
+    sections.append({"title": "Configuration", "pre": _config_text(document)})
+    return write_html_report(path, "captum-prune benchmark", sections,
+                             intro="Attribution methods compared with the evaluation protocols "
+                                   "of the pathway-gradient paper (Khakzar et al., CVPR 2021).")
+
+
+def summary_text(document: Mapping[str, Any]) -> str:
+    r"""The summary table as Markdown, for the terminal."""
+    table = benchmark_tables(document)[0]
+    return markdown_table(table["headers"], table["rows"])

@@ -1,0 +1,683 @@
+r"""
+``captum-prune benchmark``: the paper's evaluation protocols for many attribution methods.
+
+Runs, over the methods of :mod:`captum_prune.methods`:
+
+- ``sanity``: cascading model-parameter randomisation, block by block from the output;
+- ``perturbation``: pixel perturbation, LeRF and MoRF, 1..10% of the pixels (spec §4.2);
+- ``roar``: remove the top pixels of every train and test image and retrain from scratch,
+  several seeds (spec §4.3);
+- ``localisation``: positive attribution mass in the ground-truth box, and the pointing game
+  (only where boxes exist, i.e. on the embedded digits data);
+- ``pathway``: Jaccard overlap of the taylor, integrated-gradients and random pathways of
+  :class:`~captum_prune.PrunedGradient`, and the share of dead neurons inside each.
+
+Writes ``results.json`` (last, so a complete-looking file means a complete run),
+``results.md``, PNG plots and a self-contained ``report.html`` into ``--out``. Everything is
+first written into a temporary folder beside ``--out`` and moved into place at the end.
+"""
+import argparse
+from dataclasses import dataclass, field
+import importlib
+import os
+from pathlib import Path
+import platform
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import warnings
+
+import numpy as np
+import torch
+from torch import nn, Tensor
+
+from captum_prune.cli import CommandError
+from captum_prune.demo import check_sparsity, resolve_device, torch_threads
+
+BENCHMARKS = ("sanity", "perturbation", "roar", "localisation", "pathway")
+RESULTS_FORMAT = "captum-prune-benchmark/1"
+LERF_FRACTIONS = tuple(round(0.01 * k, 2) for k in range(1, 11))
+ROAR_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+#: A method passes the sanity check when, with every block randomised, the mean Spearman
+#: correlation of its absolute map with the original map falls below this.
+SANITY_PASS_BELOW = 0.5
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preset:
+    r"""Sizes of one benchmark run."""
+
+    #: Test images for sanity, perturbation and localisation; sanity and pathway use fewer.
+    n_eval: int
+    n_sanity: int
+    n_pathway: int
+    #: ROAR: train images (maps are needed for each), test images, seeds, training epochs.
+    roar_train: int
+    roar_test: int
+    roar_seeds: Tuple[int, ...]
+    roar_epochs: int
+    #: Epochs and train subset of the embedded model (None: the cached default model).
+    model_epochs: Optional[int]
+    model_train: Optional[int]
+
+
+PRESETS = {
+    # ROAR dominates: this small ResNet needs the whole train split and about a dozen epochs
+    # to learn the task at all (500 images or 6 epochs stay near chance).
+    "full": Preset(n_eval=200, n_sanity=24, n_pathway=48, roar_train=1437, roar_test=360,
+                   roar_seeds=(0, 1, 2), roar_epochs=12, model_epochs=None, model_train=None),
+    # A smoke run of every protocol on the cached default model; its ROAR models are too
+    # small to learn the task, so its ROAR numbers are not meaningful.
+    "quick": Preset(n_eval=24, n_sanity=6, n_pathway=8, roar_train=160, roar_test=80,
+                    roar_seeds=(0, 1), roar_epochs=3, model_epochs=None, model_train=400),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    r"""Adds the benchmark's options to ``parser``."""
+    from captum_prune.methods import METHODS
+
+    parser.add_argument("--out", default="captum-prune-benchmark",
+                        help="output folder (default: captum-prune-benchmark)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced preset that runs in a few minutes")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated methods, or 'all' (default); from: {', '.join(METHODS)}")
+    parser.add_argument("--benchmarks", default=None,
+                        help=f"comma-separated benchmarks (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--sparsity", type=float, default=None,
+                        help="share of neurons PrunedGradient prunes, in [0, 1) (default: 0.8)")
+    parser.add_argument("--model", default=None,
+                        help="a torchvision architecture name (built with weights=None) or an "
+                        "importable module:factory returning an nn.Module (default: the "
+                        "embedded digits ResNet)")
+    parser.add_argument("--weights", default=None,
+                        help="local state-dict file for --model (a file written by "
+                        "torch.save(model.state_dict(), PATH))")
+    parser.add_argument("--data", default=None,
+                        help="a local ImageFolder: a folder with train/ and val/ (or test/) "
+                        "class folders, or one folder of class folders split 80/20 "
+                        "(default: the embedded digits-on-canvas data)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="resize --data images to this square size (default: 224)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device, e.g. cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of image choice and "
+                        "randomisation (default: 0)")
+    sizes = parser.add_argument_group("sizes (override the preset)")
+    sizes.add_argument("--n-eval", type=int, default=None,
+                       help="test images for perturbation and localisation")
+    sizes.add_argument("--roar-train", type=int, default=None, help="ROAR train images")
+    sizes.add_argument("--roar-test", type=int, default=None, help="ROAR test images")
+    sizes.add_argument("--roar-seeds", type=int, default=None, help="ROAR seeds per fraction")
+    sizes.add_argument("--roar-epochs", type=int, default=None, help="ROAR training epochs")
+    sizes.add_argument("--model-epochs", type=int, default=None,
+                       help="train the embedded model for this many epochs on the first 400 "
+                       "train images instead of using the cached default model (for tests)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice); 1 is much faster "
+                        "on a machine that other programs keep busy")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Setup:
+    r"""A trained model and its data, as tensors."""
+
+    model: nn.Module
+    fresh_model: Callable[[int], nn.Module]
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    test_boxes: Optional[Tensor]
+    display: Callable[[Tensor], np.ndarray]
+    baseline: Optional[float]
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+def _build_user_model(spec: str, num_classes: int) -> Callable[[int], nn.Module]:
+    r"""``seed -> fresh model`` for ``--model``: a torchvision name or ``module:factory``."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as error:
+            raise CommandError(f"--model {spec}: cannot import {attr!r} from {module_name!r} "
+                               f"({error})")
+        if not callable(factory):
+            raise CommandError(f"--model {spec}: {attr!r} is not callable")
+
+        def build() -> nn.Module:
+            return factory()
+    else:
+        import torchvision
+
+        available = set(torchvision.models.list_models(module=torchvision.models))
+        if spec not in available:
+            raise CommandError(
+                f"--model {spec!r} is not a torchvision classification model nor a "
+                f"module:factory; torchvision has e.g. resnet18, vgg11, mobilenet_v3_small"
+            )
+
+        def build() -> nn.Module:
+            return torchvision.models.get_model(spec, weights=None, num_classes=num_classes)
+
+    def fresh(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build()
+        if not isinstance(model, nn.Module):
+            raise CommandError(f"--model {spec}: the factory returned "
+                               f"{type(model).__name__}, not an nn.Module")
+        return model
+
+    return fresh
+
+
+def _load_weights(model: nn.Module, path: str) -> None:
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"--weights {path}: no such file")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CommandError(f"--weights {path}: not a readable PyTorch file ({error})")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CommandError(f"--weights {path}: expected a state dict, got {type(state).__name__}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CommandError(f"--weights {path} does not fit the model: {str(error)[:400]}")
+
+
+def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> Setup:
+    from captum_prune.data import make_digits_canvas
+    from captum_prune.training import DigitsRecipe, evaluate_accuracy, load_default_model
+    from captum_prune.training import train_classifier
+
+    train, test = make_digits_canvas("train"), make_digits_canvas("test")
+    epochs = args.model_epochs if args.model_epochs is not None else preset.model_epochs
+    if args.model is None:
+        recipe = DigitsRecipe()
+        if epochs is not None:
+            recipe = DigitsRecipe(epochs=epochs, max_train=preset.model_train)
+        if args.weights:
+            model = recipe.build_model()
+            _load_weights(model, args.weights)
+            info = {"model": "DigitsResNet", "weights": str(args.weights)}
+        else:
+            model, info = load_default_model(progress=progress, recipe=recipe)
+            info = dict(info, model="DigitsResNet")
+
+        def fresh(seed: int) -> nn.Module:
+            return DigitsRecipe(init_seed=seed).build_model()
+    else:
+        fresh = _build_user_model(args.model, num_classes=len(train.classes))
+        model = fresh(0)
+        if args.weights:
+            _load_weights(model, args.weights)
+            info = {"model": args.model, "weights": str(args.weights)}
+        else:
+            # The embedded data trains in minutes, so a user model can be trained here.
+            start = time.perf_counter()
+            train_classifier(model, train.images, train.labels, epochs=epochs or 30,
+                             progress=progress)
+            info = {"model": args.model, "weights": None, "trained_epochs": epochs or 30,
+                    "train_seconds": time.perf_counter() - start}
+    model.eval()
+    info.setdefault("test_accuracy", evaluate_accuracy(model, test.images, test.labels))
+    info["data"] = "embedded digits-on-canvas (scikit-learn digits), 32x32 RGB"
+
+    def display(images: Tensor) -> np.ndarray:
+        return test.denormalize(images.cpu()).permute(0, 2, 3, 1).numpy()
+
+    return Setup(model, fresh, train.images, train.labels, test.images, test.labels,
+                 test.boxes, display, baseline=0.0, info=info)
+
+
+def _folder_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> Setup:
+    import torchvision
+    from torchvision import transforms
+
+    root = Path(args.data)
+    if not root.is_dir():
+        raise CommandError(f"--data {args.data}: no such folder")
+    if args.image_size < 8:
+        raise CommandError(f"--image-size must be at least 8, got {args.image_size}")
+    transform = transforms.Compose([
+        transforms.Resize((args.image_size, args.image_size)),
+        transforms.ToTensor(),
+        transforms.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
+    ])
+
+    def folder(path: Path) -> Any:
+        try:
+            return torchvision.datasets.ImageFolder(str(path), transform=transform)
+        except (FileNotFoundError, RuntimeError) as error:
+            raise CommandError(f"--data {path}: not an ImageFolder ({error})")
+
+    test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train_set, test_set = folder(root / "train"), folder(test_dir)
+        train_idx = torch.arange(len(train_set))
+        test_idx = torch.arange(len(test_set))
+    else:
+        train_set = test_set = folder(root)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
+        cut = max(1, int(0.8 * len(order)))
+        train_idx, test_idx = order[:cut], order[cut:]
+        if len(test_idx) == 0:
+            raise CommandError(f"--data {root}: too few images to split into train and test")
+    num_classes = len(train_set.classes)
+    if args.model is None:
+        from captum_prune.models import DigitsResNet
+
+        def fresh(seed: int) -> nn.Module:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return DigitsResNet(num_classes=num_classes)
+    else:
+        fresh = _build_user_model(args.model, num_classes)
+    if not args.weights:
+        raise CommandError(
+            "--data needs --weights: a model trained on that data (a state-dict file); only the "
+            "embedded default data can be trained here"
+        )
+    model = fresh(0)
+    _load_weights(model, args.weights)
+    model.eval()
+
+    def load(dataset: Any, idx: Tensor, n: int, desc: str) -> Tuple[Tensor, Tensor]:
+        from tqdm.auto import tqdm
+
+        idx = idx[:n]
+        items = [dataset[int(i)] for i in tqdm(idx, desc=desc, disable=not progress)]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+    needed_test = max(preset.n_eval, preset.roar_test)
+    train_images, train_labels = load(train_set, train_idx, preset.roar_train, "loading train")
+    test_images, test_labels = load(test_set, test_idx, needed_test, "loading test")
+    mean = torch.tensor(_IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD).view(3, 1, 1)
+
+    def display(images: Tensor) -> np.ndarray:
+        return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+    info = {"model": args.model or "DigitsResNet", "weights": str(args.weights),
+            "data": f"ImageFolder {root} ({num_classes} classes, {args.image_size} px)"}
+    return Setup(model, fresh, train_images, train_labels, test_images, test_labels, None,
+                 display, baseline=None, info=info)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def _quiet_captum() -> None:
+    # Captum warns on every call about inputs that need no gradient and in-place hooks.
+    warnings.filterwarnings("ignore", module=r"captum\..*")
+    warnings.filterwarnings("ignore", message=r".*(backward hook|inplace|detach|requires_grad).*")
+
+
+def compute_maps(
+    factories: Dict[str, Callable], model: nn.Module, images: Tensor, target: Tensor,
+    batch_size: int, progress: bool, desc: str,
+) -> Tuple[Dict[str, Tensor], Dict[str, float]]:
+    r"""Maps of every method for ``images`` (on the CPU) and the seconds per image."""
+    from tqdm.auto import tqdm
+
+    maps, seconds = {}, {}
+    bar = tqdm(total=len(factories) * len(images), desc=desc, unit="img", disable=not progress)
+    for name, factory in factories.items():
+        explain = factory(model)
+        parts, start = [], time.perf_counter()
+        for s in range(0, len(images), batch_size):
+            x, t = images[s:s + batch_size], target[s:s + batch_size]
+            parts.append(explain(x, t).detach().cpu())
+            bar.update(len(x))
+        seconds[name] = (time.perf_counter() - start) / len(images)
+        maps[name] = torch.cat(parts)
+    bar.close()
+    return maps, seconds
+
+
+def _predicted(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model(images[s:s + batch_size]).argmax(1)
+                          for s in range(0, len(images), batch_size)])
+
+
+def sanity_stages(model: nn.Module) -> List[str]:
+    r"""
+    Randomisation stages from the output to the input: the top-level children that own
+    parameters, in reverse, with ``nn.Sequential`` stages split into their blocks (e.g.
+    ``fc, layer4.1, layer4.0, ..., bn1, conv1`` for a torchvision ResNet), as the reference
+    snapshots after every block.
+    """
+    stages = []
+    for name, child in reversed(list(model.named_children())):
+        if not any(True for _ in child.parameters()):
+            continue
+        if isinstance(child, nn.Sequential):
+            blocks = [(n, c) for n, c in child.named_children() if any(True for _ in c.parameters())]
+            stages.extend(f"{name}.{n}" for n, _ in reversed(blocks))
+        else:
+            stages.append(name)
+    return stages or [""]
+
+
+def run_sanity(setup: Setup, factories: Dict[str, Callable], preset: Preset, seed: int,
+               progress: bool) -> Dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from captum_prune.evaluation import cascading_randomization
+
+    x = setup.test_images[:preset.n_sanity]
+    target = _predicted(setup.model, x)
+    order = sanity_stages(setup.model)
+    out: Dict[str, Any] = {"stages": ["original"] + order, "pass_below": SANITY_PASS_BELOW,
+                           "metric_for_outcome": "spearman_abs", "methods": {}}
+    for name in tqdm(factories, desc="sanity check", unit="method", disable=not progress):
+        result = cascading_randomization(setup.model, factories[name], x, target,
+                                         layer_order=order, seed=seed, batch_size=16)
+        d = result.to_dict()
+        final = d["spearman_abs"]["mean"][-1]
+        d["final_spearman_abs"] = final
+        d["passed"] = bool(final is not None and final < SANITY_PASS_BELOW)
+        out["methods"][name] = d
+    return out
+
+
+def run_perturbation(setup: Setup, maps: Dict[str, Tensor], images: Tensor, target: Tensor,
+                     progress: bool) -> Dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from captum_prune.evaluation import pixel_perturbation
+
+    out: Dict[str, Any] = {"fractions": list(LERF_FRACTIONS), "lerf": {}, "morf": {}}
+    jobs = [(mode, name) for mode in ("lerf", "morf") for name in maps]
+    for mode, name in tqdm(jobs, desc="pixel perturbation", disable=not progress):
+        result = pixel_perturbation(setup.model, images, maps[name], target,
+                                    fractions=LERF_FRACTIONS, mode=mode, baseline=setup.baseline)
+        out[mode][name] = result.to_dict()
+    return out
+
+
+def run_localisation(setup: Setup, maps: Dict[str, Tensor], images: Tensor,
+                     boxes: Optional[Tensor]) -> Dict[str, Any]:
+    from captum_prune.evaluation import attribution_mass_in_box, boxes_to_masks, pointing_game
+
+    if boxes is None:
+        return {"skipped": "the data has no ground-truth boxes (only the embedded data has)"}
+    masks = boxes_to_masks(boxes, *images.shape[-2:])
+    out: Dict[str, Any] = {"region": "ground-truth bounding box", "methods": {}}
+    for name, a in maps.items():
+        out["methods"][name] = {
+            "mass_in_box": attribution_mass_in_box(a, masks).to_dict(),
+            "pointing_game": pointing_game(a, masks).to_dict(),
+        }
+    return out
+
+
+def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch_size: int,
+             progress: bool) -> Dict[str, Any]:
+    from captum_prune.evaluation import remove_and_retrain
+    from captum_prune.training import train_classifier
+
+    x_train = setup.train_images[:preset.roar_train]
+    y_train = setup.train_labels[:preset.roar_train]
+    x_test = setup.test_images[:preset.roar_test]
+    y_test = setup.test_labels[:preset.roar_test]
+    device = next(iter(setup.model.parameters())).device
+    # Maps for the predicted class of the trained model, as the reference does.
+    t_train = _predicted(setup.model, x_train.to(device))
+    t_test = _predicted(setup.model, x_test.to(device))
+    unmodified: Dict[int, nn.Module] = {}
+
+    def train_fn(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
+        # Fraction 0 is the same data for every method: train it once per seed.
+        same = images.shape == x_train.shape and torch.equal(images, x_train)
+        if same and seed in unmodified:
+            return unmodified[seed]
+        model = setup.fresh_model(seed).to(device)
+        train_classifier(model, images.to(device), labels.to(device),
+                         epochs=preset.roar_epochs, seed=seed, progress=False)
+        if same:
+            unmodified[seed] = model
+        return model
+
+    out: Dict[str, Any] = {
+        "fractions": [0.0] + list(ROAR_FRACTIONS), "seeds": list(preset.roar_seeds),
+        "epochs": preset.roar_epochs, "n_train": len(x_train), "n_test": len(x_test),
+        "methods": {}, "map_seconds_per_image": {},
+    }
+    for name, factory in factories.items():
+        maps, seconds = compute_maps({name: factory}, setup.model,
+                                     torch.cat([x_train, x_test]).to(device),
+                                     torch.cat([t_train, t_test]), batch_size, progress,
+                                     f"ROAR maps {name}")
+        a = maps[name]
+        result = remove_and_retrain(
+            x_train.to(device), y_train.to(device), x_test.to(device), y_test.to(device),
+            a[:len(x_train)].to(device), a[len(x_train):].to(device), train_fn,
+            fractions=ROAR_FRACTIONS, seeds=preset.roar_seeds, baseline=setup.baseline,
+            progress=progress,
+        )
+        out["methods"][name] = result.to_dict()
+        out["map_seconds_per_image"][name] = seconds[name]
+    return out
+
+
+def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> Dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from captum_prune import PrunedGradient
+    from captum_prune.evaluation._explain import mean_std
+
+    x = setup.test_images[:n]
+    target = _predicted(setup.model, x)
+    method = PrunedGradient(setup.model)
+    pathways = {}
+    for criterion in tqdm(("taylor", "integrated_gradients", "random"), desc="pathways",
+                          disable=not progress):
+        pathways[criterion] = method.pathway(x, target=target, sparsity=sparsity,
+                                             criterion=criterion)
+
+    def stats(values: Tensor) -> Dict[str, Any]:
+        mean, std = mean_std(values.double().cpu().numpy())
+        return {"mean": float(mean), "std": float(std)}
+
+    names = list(pathways)
+    jaccard = {
+        f"{a} vs {b}": stats(pathways[a].jaccard(pathways[b]))
+        for i, a in enumerate(names) for b in names[i + 1:]
+    }
+    return {
+        "sparsity": sparsity, "n_examples": len(x),
+        "jaccard": jaccard,
+        "dead_fraction": {c: stats(p.dead_fraction()) for c, p in pathways.items()},
+        "kept_fraction": {c: stats(p.kept_fraction) for c, p in pathways.items()},
+        "target_kept": {
+            c: stats((p.pruned_output.argmax(1).cpu() == target.cpu()).double())
+            for c, p in pathways.items()
+        },
+    }
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _parse_list(text: Optional[str], allowed: Sequence[str], option: str) -> List[str]:
+    if text is None or text.strip().lower() == "all":
+        return list(allowed)
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise CommandError(f"{option}: unknown {unknown or text!r}; choose from {', '.join(allowed)}")
+    return [n for n in allowed if n in names]
+
+
+def _preset(args: argparse.Namespace) -> Preset:
+    base = PRESETS["quick" if args.quick else "full"]
+    overrides = {}
+    for option, attr in (("n_eval", "n_eval"), ("roar_train", "roar_train"),
+                         ("roar_test", "roar_test"), ("roar_epochs", "roar_epochs"),
+                         ("model_epochs", "model_epochs")):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 1:
+                raise CommandError(f"--{option.replace('_', '-')} must be positive, got {value}")
+            overrides[attr] = value
+    if args.roar_seeds is not None:
+        if args.roar_seeds < 1:
+            raise CommandError(f"--roar-seeds must be positive, got {args.roar_seeds}")
+        overrides["roar_seeds"] = tuple(range(args.roar_seeds))
+    values = {**base.__dict__, **overrides}
+    values["n_sanity"] = min(values["n_sanity"], values["n_eval"])
+    values["n_pathway"] = min(values["n_pathway"], values["n_eval"])
+    if values["roar_train"] < 2:
+        raise CommandError("--roar-train must be at least 2")
+    return Preset(**values)
+
+
+def _versions() -> Dict[str, str]:
+    import captum
+    import torchvision
+
+    import captum_prune
+
+    return {"captum_prune": captum_prune.__version__, "captum": captum.__version__,
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} exists and is not a folder")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise CommandError(f"--out {out}: the parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"--out {out}: cannot write into {parent}")
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""Runs the benchmark; returns the exit status."""
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from captum_prune.methods import DEFAULT_METHODS, build_methods, parse_methods
+    from captum_prune.demo import DEFAULT_SPARSITY
+
+    started = time.perf_counter()
+    sparsity = check_sparsity(DEFAULT_SPARSITY if args.sparsity is None else args.sparsity)
+    try:
+        names = parse_methods(args.methods, default=DEFAULT_METHODS)
+    except ValueError as error:
+        raise CommandError(str(error).replace("methods:", "--methods:"))
+    benchmarks = _parse_list(args.benchmarks, BENCHMARKS, "--benchmarks")
+    preset = _preset(args)
+    if args.seed < 0:
+        raise CommandError(f"--seed must be non-negative, got {args.seed}")
+    if args.weights and not Path(args.weights).is_file():
+        raise CommandError(f"--weights {args.weights}: no such file")
+    if args.data and not Path(args.data).is_dir():
+        raise CommandError(f"--data {args.data}: no such folder")
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    _check_output(out)
+    progress = not args.no_progress
+    _quiet_captum()
+
+    setup = (_folder_setup if args.data else _embedded_setup)(args, preset, progress)
+    setup.model = setup.model.to(device).eval()
+    factories = build_methods(names, sparsity=sparsity)
+    batch_size = 32
+
+    timings: Dict[str, float] = {}
+    results: Dict[str, Any] = {}
+    n_eval = min(preset.n_eval, len(setup.test_images))
+    images = setup.test_images[:n_eval].to(device)
+    target = _predicted(setup.model, images)
+    t0 = time.perf_counter()
+    maps, seconds = compute_maps(factories, setup.model, images, target, batch_size, progress,
+                                 "attribution maps")
+    timings["maps"] = time.perf_counter() - t0
+    boxes = None if setup.test_boxes is None else setup.test_boxes[:n_eval]
+    for bench in benchmarks:
+        t0 = time.perf_counter()
+        if bench == "sanity":
+            results["sanity"] = run_sanity(setup, factories, preset, args.seed, progress)
+        elif bench == "perturbation":
+            results["pixel_perturbation"] = run_perturbation(setup, maps, images, target, progress)
+        elif bench == "localisation":
+            results["localisation"] = run_localisation(setup, maps, images, boxes)
+        elif bench == "roar":
+            results["roar"] = run_roar(setup, factories, preset, batch_size, progress)
+        elif bench == "pathway":
+            results["pathway"] = run_pathway(setup, sparsity, min(preset.n_pathway, n_eval),
+                                             progress)
+        timings[bench] = time.perf_counter() - t0
+
+    config = {
+        "preset": "quick" if args.quick else "full", "methods": names, "benchmarks": benchmarks,
+        "sparsity": sparsity, "seed": args.seed, "device": str(device),
+        "model": args.model, "weights": args.weights, "data": args.data,
+        "image_size": args.image_size if args.data else None,
+        "sizes": {k: (list(v) if isinstance(v, tuple) else v) for k, v in preset.__dict__.items()},
+        "lerf_fractions": list(LERF_FRACTIONS), "roar_fractions": list(ROAR_FRACTIONS),
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    }
+    document = {
+        "format": RESULTS_FORMAT, "complete": True, "config": config,
+        "versions": _versions(), "model": setup.info, "methods": names,
+        "map_seconds_per_image": seconds, **results,
+    }
+    from captum_prune import report
+
+    _write_outputs(out, document, maps, setup, images, boxes, timings, started)
+    print(report.summary_text(document))
+    print(f"\nwrote {out}/results.json, results.md, report.html and plots "
+          f"({document['timings']['total_seconds']:.0f} s)")
+    return 0
+
+
+def _write_outputs(out: Path, document: Dict[str, Any], maps: Dict[str, Tensor], setup: Setup,
+                   images: Tensor, boxes: Optional[Tensor], timings: Dict[str, float],
+                   started: float) -> None:
+    r"""Writes everything into a temporary folder beside ``out``, then moves it into place."""
+    from captum_prune import report
+
+    parent = out.resolve().parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        n = min(6, len(images))
+        figures = report.write_benchmark_figures(
+            staging, document, {k: v[:n] for k, v in maps.items()},
+            setup.display(images[:n]), None if boxes is None else boxes[:n],
+        )
+        document["figures"] = [f.name for f in figures]
+        document["timings"] = {**{f"{k}_seconds": v for k, v in timings.items()},
+                               "total_seconds": time.perf_counter() - started}
+        report.write_benchmark_markdown(staging / "results.md", document)
+        report.write_benchmark_html(staging / "report.html", document, figures)
+        report.write_json(staging / "results.json", document)  # last: marks completion
+        out.mkdir(parents=True, exist_ok=True)
+        # An older results.json would vouch for the mix of old and new files while moving.
+        (out / "results.json").unlink(missing_ok=True)
+        for item in sorted(staging.iterdir(), key=lambda p: p.name == "results.json"):
+            # results.json moves last, so an interrupted move never looks complete.
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

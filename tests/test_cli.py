@@ -1,0 +1,258 @@
+"""End-to-end tests of ``captum-prune demo`` and ``captum-prune benchmark``, and of the method
+registry they share. Training is tiny (a few epochs on a few hundred digits) and cached in a
+temporary folder, so the whole file runs in well under two minutes on two cores."""
+import base64
+import functools
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from torch import nn
+
+from captum_prune import cli, training
+from captum_prune.methods import (
+    DEFAULT_METHODS,
+    METHODS,
+    _relu_copy,
+    build_methods,
+    gradcam_layer,
+    parse_methods,
+)
+from captum_prune.models import DigitsResNet
+
+# Every section, every method, and only one training recipe for the whole file.
+SECTIONS = ("sanity", "pixel_perturbation", "roar", "localisation", "pathway")
+TINY = ["--threads", "1", "--no-progress", "--model-epochs", "2"]
+QUICK = TINY + ["--n-eval", "6", "--roar-train", "48", "--roar-test", "24",
+                "--roar-epochs", "1", "--roar-seeds", "2"]
+TINY_RECIPE = training.DigitsRecipe(epochs=2, max_train=400)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CAPTUM_PRUNE_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "result"
+    rc = cli.main(["benchmark", "--quick", "--out", str(out)] + QUICK)
+    return rc, out
+
+
+def _is_png(path: Path) -> bool:
+    image = matplotlib.image.imread(path)  # raises on a broken file
+    return path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and image.shape[0] > 50
+
+
+def test_benchmark_quick_writes_every_section_and_method(benchmark_run):
+    rc, out = benchmark_run
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["complete"] is True and doc["methods"] == DEFAULT_METHODS
+    assert all(section in doc for section in SECTIONS)
+    for name in DEFAULT_METHODS:
+        for mode in ("lerf", "morf"):
+            curve = doc["pixel_perturbation"][mode][name]
+            assert len(curve["mean"]) == len(curve["std"]) == 10
+            assert math.isfinite(curve["auc"]) and curve["auc"] >= 0
+        roar = doc["roar"]["methods"][name]
+        assert roar["fractions"] == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
+        assert len(roar["per_seed"]) == 6 and all(len(r) == 2 for r in roar["per_seed"])
+        assert 0.0 <= roar["auc"] <= 0.9
+        sanity = doc["sanity"]["methods"][name]
+        # Stage 0 compares the maps with themselves.
+        assert sanity["spearman_abs"]["mean"][0] == pytest.approx(1.0)
+        assert sanity["passed"] == (sanity["final_spearman_abs"] < 0.5)
+        local = doc["localisation"]["methods"][name]
+        assert 0.0 <= local["mass_in_box"]["mean"] <= 1.0
+    # The unmodified data is trained once per seed and shared by every method.
+    first = {tuple(doc["roar"]["methods"][n]["per_seed"][0]) for n in DEFAULT_METHODS}
+    assert len(first) == 1
+    assert doc["sanity"]["stages"][:2] == ["original", "fc"]
+    pathway = doc["pathway"]
+    assert set(pathway["dead_fraction"]) == {"taylor", "integrated_gradients", "random"}
+    assert all(0 <= v["mean"] <= 1 for v in pathway["jaccard"].values())
+    assert doc["timings"]["total_seconds"] > 0 and doc["versions"]["captum"]
+
+
+def test_benchmark_writes_valid_pngs_and_self_contained_report(benchmark_run):
+    _, out = benchmark_run
+    doc = json.loads((out / "results.json").read_text())
+    expected = {"maps.png", "lerf.png", "morf.png", "roar.png", "sanity_spearman_abs.png",
+                "sanity_ssim.png", "localisation.png"}
+    assert set(doc["figures"]) == expected
+    html = (out / "report.html").read_text()
+    embedded = {name: base64.b64decode(data) for data, name in
+                re.findall(r'src="data:image/png;base64,([^"]+)"[^>]*data-file="([^"]+)"', html)}
+    assert set(embedded) == expected
+    for name in expected:
+        assert _is_png(out / name)
+        assert embedded[name] == (out / name).read_bytes()
+    markdown = (out / "results.md").read_text()
+    for name in DEFAULT_METHODS:
+        assert f"| {name} |" in markdown
+    # No staging folder is left beside the output.
+    assert [p.name for p in out.parent.iterdir()] == ["result"]
+
+
+def test_demo_writes_figure_and_prints_table(cache, tmp_path, monkeypatch, capsys):
+    # The tiny recipe (shared with the benchmark test's cache) instead of the 30-epoch one.
+    monkeypatch.setattr(training, "load_default_model",
+                        functools.partial(training.load_default_model, recipe=TINY_RECIPE))
+    out = tmp_path / "demo"
+    rc = cli.main(["demo", "--out", str(out), "--n-images", "3", "--threads", "1",
+                   "--no-progress", "--methods", "PrunedGradient,Saliency,GradCAM"])
+    assert rc == 0
+    assert _is_png(out / "demo.png")
+    printed = capsys.readouterr().out
+    for name in ("PrunedGradient", "Saliency", "GradCAM"):
+        row = re.search(rf"\| {name} \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|", printed)
+        assert row, printed
+        assert 0 <= float(row.group(1)) <= 1 and 0 <= float(row.group(2)) <= 1
+    assert (out / "demo.md").read_text().count("\n|---") == 1
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(16, 2))
+
+
+def _image_folder(root: Path) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                pixels = torch.rand(12, 12, 3, generator=gen).numpy()
+                matplotlib.image.imsave(folder / f"{i}.png", pixels)
+    return root
+
+
+def test_benchmark_on_user_image_folder_and_factory(tmp_path, cache):
+    data = _image_folder(tmp_path / "data")
+    weights = tmp_path / "w.pt"
+    torch.save(_tiny_net().state_dict(), weights)
+    out = tmp_path / "out"
+    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.test_cli:_tiny_net",
+                   "--weights", str(weights), "--image-size", "12", "--methods",
+                   "Saliency,PrunedGradient", "--benchmarks", "perturbation,localisation",
+                   "--n-eval", "4", "--threads", "1", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert "skipped" in doc["localisation"]  # an ImageFolder has no boxes
+    assert doc["pixel_perturbation"]["lerf"]["Saliency"]["n_examples"] == 4
+    assert "sanity" not in doc and "roar" not in doc
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "Saliency,Nope"], "--methods"),
+    (["--benchmarks", "roar,speed"], "--benchmarks"),
+    (["--weights", "/nonexistent/w.pt"], "no such file"),
+    (["--data", "/nonexistent/data"], "no such folder"),
+    (["--model", "not_a_torchvision_model"], "not a torchvision"),
+    (["--model", "no_such_module_xyz:make"], "cannot import"),
+    (["--sparsity", "1.5"], "--sparsity"),
+    (["--device", "warp-drive"], "--device"),
+    (["--roar-seeds", "0"], "--roar-seeds"),
+])
+def test_benchmark_bad_arguments_fail_clearly_and_write_nothing(tmp_path, cache, capsys, extra,
+                                                                message):
+    out = tmp_path / "out"
+    rc = cli.main(["benchmark", "--quick", "--out", str(out)] + TINY + extra)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_user_data_without_weights_is_an_error(tmp_path, cache, capsys):
+    data = _image_folder(tmp_path / "data")
+    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.test_cli:_tiny_net",
+                   "--out", str(tmp_path / "out")] + TINY)
+    assert rc == 2 and "--weights" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_that_do_not_fit_are_an_error(tmp_path, cache, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save(_tiny_net().state_dict(), weights)
+    rc = cli.main(["benchmark", "--weights", str(weights), "--out", str(tmp_path / "out")] + TINY)
+    assert rc == 2 and "does not fit" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_bad_arguments(tmp_path, capsys):
+    for extra, message in ((["--n-images", "0"], "--n-images"),
+                           (["--sparsity", "-0.1"], "--sparsity"),
+                           (["--methods", "Foo"], "--methods")):
+        rc = cli.main(["demo", "--out", str(tmp_path / "d")] + extra)
+        assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+# --------------------------------------------------------------------------- method registry
+
+
+@pytest.fixture(scope="module")
+def digits_net():
+    torch.manual_seed(0)
+    return DigitsResNet(widths=(4, 6, 8)).eval()
+
+
+def test_every_method_gives_input_shaped_maps_and_leaves_model_alone(digits_net):
+    x = torch.randn(3, 3, 16, 16)
+    target = torch.tensor([0, 3, 9])
+    before = {k: v.clone() for k, v in digits_net.state_dict().items()}
+    for name, factory in build_methods(DEFAULT_METHODS, sparsity=0.7).items():
+        maps = factory(digits_net)(x, target)
+        assert maps.shape[0] == 3 and maps.shape[-2:] == x.shape[-2:], name
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, name
+    after = digits_net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not m.inplace for m in _relu_copy(digits_net, x).modules()
+               if isinstance(m, nn.ReLU))
+    assert all(m.inplace for m in digits_net.modules() if isinstance(m, nn.ReLU))
+
+
+def test_relu_copy_computes_the_same_function(digits_net):
+    x = torch.randn(5, 3, 16, 16)
+    copy = _relu_copy(digits_net, x)
+    relus = [m for m in copy.modules() if isinstance(m, nn.ReLU)]
+    calls = []
+    handles = [m.register_forward_hook(lambda m, i, o: calls.append(m)) for m in relus]
+    with torch.no_grad():
+        for _ in range(2):  # the per-call counter resets on every forward pass
+            calls.clear()
+            assert torch.allclose(copy(x), digits_net(x), atol=1e-6)
+            assert len(calls) == len(set(map(id, calls)))  # every ReLU module runs once
+    for h in handles:
+        h.remove()
+
+
+def test_gradcam_layer_is_the_last_conv_block(digits_net):
+    import torchvision
+
+    assert gradcam_layer(digits_net) is digits_net.layer3
+    resnet = torchvision.models.resnet18(num_classes=3)
+    assert gradcam_layer(resnet) is resnet.layer4
+    with pytest.raises(ValueError, match="Conv2d"):
+        gradcam_layer(nn.Linear(3, 2))
+
+
+def test_parse_methods():
+    assert parse_methods(None) == DEFAULT_METHODS
+    assert parse_methods("saliency, GRADCAM,saliency") == ["Saliency", "GradCAM"]
+    assert parse_methods("prunedgradient[integrated_gradients]") == [
+        "PrunedGradient[integrated_gradients]"]
+    with pytest.raises(ValueError, match="Saliency"):
+        parse_methods("Salience")
+    assert set(METHODS) == set(DEFAULT_METHODS)

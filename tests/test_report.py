@@ -1,0 +1,162 @@
+"""Tests of the writers in captum_prune.report: atomic files, figures, tables, HTML."""
+import base64
+import io
+import os
+import re
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from captum_prune import report
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "a.json"
+    report.atomic_write(path, "old")
+    report.atomic_write(path, b"\x00new")
+    assert path.read_bytes() == b"\x00new"
+    assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    report.atomic_write(path, "complete")
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        report.atomic_write(path, "half")
+    assert path.read_text() == "complete"
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_write_json_rejects_nan(tmp_path):
+    with pytest.raises(ValueError):
+        report.write_json(tmp_path / "r.json", {"auc": float("nan")})
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("value, text", [(None, "n/a"), (float("nan"), "n/a"), (3, "3"),
+                                         (0.12345, "0.123"), (np.int64(7), "7")])
+def test_format_number(value, text):
+    assert report.format_number(value) == text
+
+
+def test_markdown_table_shape():
+    table = report.markdown_table(["a", "b"], [["x", 0.5], ["y", None]])
+    lines = table.strip().splitlines()
+    assert lines[0] == "| a | b |" and lines[1] == "|---|---|"
+    assert lines[2:] == ["| x | 0.500 |", "| y | n/a |"]
+
+
+@pytest.mark.parametrize("n, methods", [(1, 1), (3, 4)])
+def test_map_grid_has_one_row_per_image_and_column_per_method(tmp_path, n, methods):
+    images = np.random.default_rng(0).random((n, 16, 16, 3))
+    maps = {f"m{k}": torch.randn(n, 3, 16, 16) for k in range(methods)}
+    boxes = torch.tensor([[2, 3, 10, 12]] * n)
+    fig = report.map_grid_figure(images, maps, boxes, [f"r{i}" for i in range(n)], title="t")
+    axes = fig.get_axes()
+    assert len(axes) == n * (methods + 1)
+    # Every heat map is scaled into [0, 1] and the box is drawn on every panel.
+    for ax in axes:
+        assert len(ax.patches) == 1
+    for ax in axes[1:methods + 1]:
+        data = ax.get_images()[0].get_array()
+        assert data.min() >= 0 and data.max() == pytest.approx(1.0)
+    path = report.save_figure(fig, tmp_path / "g.png")
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width > height if methods + 1 > n else True
+
+
+def test_map_grid_heat_is_the_channel_max_of_abs():
+    maps = torch.zeros(1, 3, 8, 8)
+    maps[0, 2, 4, 5] = -5.0  # negative, in one channel only: still the hottest pixel
+    maps[0, 0, 1, 1] = 1.0
+    fig = report.map_grid_figure(np.zeros((1, 8, 8, 3)), {"m": maps})
+    heat = np.asarray(fig.get_axes()[1].get_images()[0].get_array())
+    assert np.unravel_index(heat.argmax(), heat.shape) == (4, 5)
+
+
+def _png(tmp_path, name, colour):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.patch.set_facecolor(colour)
+    return report.save_figure(fig, tmp_path / name)
+
+
+def test_html_report_embeds_png_bytes_and_escapes_text(tmp_path):
+    a, b = _png(tmp_path, "a.png", "red"), _png(tmp_path, "b.png", "blue")
+    path = report.write_html_report(tmp_path / "r.html", "T <1>", [
+        {"title": "S&1", "text": "<script>", "table": (["m", "v"], [["x<y", 0.25]]),
+         "figures": [(a, "first")]},
+        {"title": "S2", "figures": [(b, "second")], "pre": "cfg"},
+    ])
+    html = path.read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "T &lt;1&gt;" in html
+    found = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert [base64.b64decode(s) for s in found] == [a.read_bytes(), b.read_bytes()]
+    assert "<td>0.250</td>" in html and "file://" not in html
+
+
+def test_html_report_refuses_non_png(tmp_path):
+    fake = tmp_path / "x.png"
+    fake.write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match="not a PNG"):
+        report.write_html_report(tmp_path / "r.html", "t", [{"title": "s",
+                                                             "figures": [(fake, "")]}])
+    assert not (tmp_path / "r.html").exists()
+
+
+def _document(passed):
+    methods = ["A", "B"]
+    curve = {"mean": [0.1] * 10, "std": [0.01] * 10, "auc": 0.01, "n_examples": 5}
+    return {
+        "methods": methods,
+        "config": {"preset": "quick", "sparsity": 0.8, "device": "cpu", "seed": 0},
+        "map_seconds_per_image": {"A": 0.002, "B": 0.004},
+        "pixel_perturbation": {"fractions": [0.01 * k for k in range(1, 11)],
+                               "lerf": {m: curve for m in methods},
+                               "morf": {m: dict(curve, auc=0.05) for m in methods}},
+        "roar": {"fractions": [0.0, 0.5], "seeds": [0, 1], "epochs": 1, "n_train": 4,
+                 "n_test": 2, "methods": {m: {"mean": [0.9, 0.4], "std": [0.0, 0.1],
+                                              "auc": 0.325} for m in methods}},
+        "sanity": {"stages": ["original", "fc"], "pass_below": 0.5, "methods": {
+            m: {"spearman_abs": {"mean": [1.0, v], "std": [0.0, 0.1]},
+                "ssim": {"mean": [1.0, v], "std": [0.0, 0.1]},
+                "final_spearman_abs": v, "passed": p}
+            for m, v, p in zip(methods, (0.2, 0.9), passed)}},
+        "localisation": {"skipped": "no boxes"},
+    }
+
+
+def test_benchmark_tables_summary_rows_and_verdicts():
+    tables = report.benchmark_tables(_document(passed=(True, False)))
+    summary = tables[0]
+    assert [row[0] for row in summary["rows"]] == ["A", "B"]
+    assert "(pass)" in summary["rows"][0][4] and "(FAIL)" in summary["rows"][1][4]
+    titles = [t["title"] for t in tables]
+    assert titles[:3] == ["Summary", "Pixel perturbation, LERF", "Pixel perturbation, MORF"]
+    assert "Localisation" in titles and "Pathway analysis" not in titles
+    roar = next(t for t in tables if t["title"].startswith("ROAR"))
+    assert roar["rows"][0][1:3] == ["90.0 ± 0.0", "40.0 ± 10.0"]
+
+
+def test_benchmark_figures_markdown_and_html_agree(tmp_path):
+    doc = _document(passed=(True, True))
+    figures = report.write_benchmark_figures(
+        tmp_path, doc, {"A": torch.rand(2, 3, 8, 8), "B": torch.rand(2, 1, 8, 8)},
+        np.zeros((2, 8, 8, 3)), None)
+    names = sorted(p.name for p in figures)
+    assert names == sorted(["maps.png", "lerf.png", "morf.png", "roar.png",
+                            "sanity_spearman_abs.png", "sanity_ssim.png"])
+    doc["figures"] = names
+    md = report.write_benchmark_markdown(tmp_path / "r.md", doc).read_text()
+    assert all(f"![{n}]({n})" in md for n in names)
+    html = report.write_benchmark_html(tmp_path / "r.html", doc, figures).read_text()
+    assert html.count("data:image/png;base64,") == len(names)
+    assert "Skipped: no boxes." in html
