@@ -1,5 +1,6 @@
 r"""Argument checks and the guarantees that no caller state changes."""
 import contextlib
+import sys
 import warnings
 from typing import Any, Callable, Iterator, Tuple
 
@@ -22,7 +23,8 @@ def check_forward_func(forward_func: Callable) -> None:
             "forward_func: a scripted or traced (torch.jit) model does not run module hooks, "
             "so it cannot be pruned; pass the eager nn.Module instead"
         )
-    compiled = getattr(getattr(torch, "_dynamo", None), "eval_frame", None)
+    # Only look if torch.compile was ever used: importing torch._dynamo costs about a second.
+    compiled = getattr(sys.modules.get("torch._dynamo"), "eval_frame", None)
     if compiled is not None and isinstance(forward_func, compiled.OptimizedModule):
         raise TypeError(
             "forward_func: a torch.compile'd model does not reliably run module hooks; pass "

@@ -273,3 +273,9 @@ def test_all_zero_map_warns(bias_free_net, images16):
     with pytest.warns(UserWarning, match="no longer depends on the input"):
         got = pg.attribute(images16, target=0, sparsity=0.99, threshold="exact", selection="per_layer")
     assert torch.count_nonzero(got) == 0
+
+
+def test_compiled_models_are_refused(bias_free_net):
+    compiled = torch.compile(bias_free_net)
+    with pytest.raises(TypeError, match="_orig_mod"):
+        PrunedGradient(compiled)
