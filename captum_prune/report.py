@@ -180,7 +180,7 @@ def curves_figure(
         (line,) = ax.plot(x, y, style, marker="o", markersize=3, linewidth=width, label=name)
         if std is not None:
             s = np.asarray([np.nan if v is None else v for v in std], dtype=float)
-            ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.12, linewidth=0)
+            ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.06, linewidth=0)
     if xticklabels is not None:
         ax.set_xticks(range(len(xticklabels)))
         ax.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize=7)
@@ -232,7 +232,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}td{white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.6em;overflow:auto}
@@ -347,7 +347,7 @@ def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
     for name in names:
         row = [name]
         if perturbation:
-            row += [perturbation["lerf"][name]["auc"], perturbation["morf"][name]["auc"]]
+            row += [format_number(perturbation[m][name]["auc"], 4) for m in ("lerf", "morf")]
         if roar:
             row.append(roar["methods"][name]["auc"])
         if sanity:
@@ -385,7 +385,7 @@ def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
             for name in names:
                 r = perturbation[mode][name]
                 rows.append([name] + [_pm(m, s) for m, s in zip(r["mean"], r["std"])]
-                            + [r["auc"]])
+                            + [format_number(r["auc"], 4)])
             tables.append({
                 "title": f"Pixel perturbation, {mode.upper()}",
                 "text": f"Absolute fractional change of the target's softmax probability after "
