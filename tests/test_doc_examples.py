@@ -40,15 +40,10 @@ MODULES = (
 #: example does not define (``model``, ``images``) or print values they do not state.
 #: Each must still fail, so a fixed example is noticed and taken off this list.
 NOT_RUNNABLE = {
-    "captum_prune.evaluation.sanity.cascading_randomization": "uses undefined model, images",
-    "captum_prune.evaluation.perturbation.pixel_perturbation": "uses undefined model, images",
-    "captum_prune.evaluation.roar.remove_and_retrain": "placeholder model and data (x_tr, ...)",
-    "captum_prune.evaluation.localisation.attribution_mass_in_box": "uses undefined maps, masks",
-    "captum_prune.evaluation.localisation.pointing_game": "uses undefined maps, masks",
     "captum_prune.methods": "uses undefined model, images, labels",
 }
 
-#: Examples too slow for the test suite: they train a model for the full default recipe.
+#: Examples too slow for the test suite: they train a model on the whole train split.
 TOO_SLOW = {
     "captum_prune.training.train_classifier": "trains the digits model on the whole train split (tens of seconds on 2 cores)",
 }
