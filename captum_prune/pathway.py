@@ -62,7 +62,7 @@ class Pathway:
         return dead.float() / kept.clamp(min=1).float()
 
     def jaccard(self, other: "Pathway") -> Tensor:
-        r"""``(N,)``: Jaccard overlap |A∩B| / |A∪B| of two pathways of the same inputs."""
+        r"""``(N,)``: Jaccard overlap ``|A∩B| / |A∪B|`` of two pathways of the same inputs."""
         return pathway_jaccard(self.masks, other.masks)
 
     def summary(self) -> Dict[str, List[float]]:

@@ -108,9 +108,3 @@ def setup(app):
     app.add_directive("command-help", CommandHelp)
     return {"parallel_read_safe": True}
 
-# Pathway.jaccard's docstring writes the set sizes as |A∩B| and |A∪B|, which reStructuredText
-# reads as substitution references; make them render as written.
-rst_prolog = r"""
-.. |A∩B| replace:: \|A∩B\|
-.. |A∪B| replace:: \|A∪B\|
-"""

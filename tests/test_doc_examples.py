@@ -43,11 +43,6 @@ NOT_RUNNABLE = {
     "captum_prune.methods": "uses undefined model, images, labels",
 }
 
-#: Examples too slow for the test suite: they train a model on the whole train split.
-TOO_SLOW = {
-    "captum_prune.training.train_classifier": "trains the digits model on the whole train split (tens of seconds on 2 cores)",
-}
-
 #: Examples that train the default digits model (about a minute) unless it is cached; they
 #: run only where the cache already holds it.
 NEEDS_TRAINED_MODEL = {"captum_prune.training.load_default_model"}
@@ -92,8 +87,6 @@ def test_examples_were_found():
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_docstring_examples(case):
-    if case.name in TOO_SLOW:
-        pytest.skip(TOO_SLOW[case.name])
     if case.name in NEEDS_TRAINED_MODEL and not _default_model_cached():
         pytest.skip("the default digits model is not cached; training it takes about a minute")
     runner = doctest.DocTestRunner(optionflags=FLAGS)
