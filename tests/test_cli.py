@@ -71,6 +71,8 @@ def test_benchmark_quick_writes_every_section_and_method(benchmark_run):
         # Stage 0 compares the maps with themselves.
         assert sanity["spearman_abs"]["mean"][0] == pytest.approx(1.0)
         assert sanity["passed"] == (sanity["final_spearman_abs"] < 0.5)
+        stages = sanity["spearman_abs"]["mean"][1:]
+        assert sanity["mean_spearman_abs_randomised"] == pytest.approx(sum(stages) / len(stages))
         local = doc["localisation"]["methods"][name]
         assert 0.0 <= local["mass_in_box"]["mean"] <= 1.0
     # The unmodified data is trained once per seed and shared by every method.

@@ -139,6 +139,8 @@ def test_benchmark_tables_summary_rows_and_verdicts():
     summary = tables[0]
     assert [row[0] for row in summary["rows"]] == ["A", "B"]
     assert "(pass)" in summary["rows"][0][4] and "(FAIL)" in summary["rows"][1][4]
+    # Mean over the randomised stages, computed when an older results.json lacks it.
+    assert summary["rows"][0][5] == "0.200" and summary["rows"][1][5] == "0.900"
     titles = [t["title"] for t in tables]
     assert titles[:3] == ["Summary", "Pixel perturbation, LERF", "Pixel perturbation, MORF"]
     assert "Localisation" in titles and "Pathway analysis" not in titles
