@@ -115,7 +115,7 @@ def test_order_statistics_on_long_rows_equal_kthvalue(sparsity, zeros, monkeypat
 def test_order_statistics_fall_back_when_the_bracket_misses(monkeypatch):
     monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 10)
     monkeypatch.setattr("captum_prune.selection._SAMPLE", 64)
-    monkeypatch.setattr("captum_prune.selection._MARGIN", -20)  # an empty bracket: always misses
+    monkeypatch.setattr("captum_prune.selection._MARGIN_SDS", -1e3)  # empty bracket: misses
     fallbacks = []
     kthvalue = torch.kthvalue
     monkeypatch.setattr(
