@@ -3,15 +3,22 @@ The attribution methods compared by ``captum-prune demo`` and ``captum-prune ben
 
 Each entry of :data:`METHODS` is named after its Captum class and is a *factory*
 ``model -> explain``, where ``explain(inputs, target)`` returns attributions of the shape of
-``inputs`` (GradCAM is upsampled to the input size). Factories, not bound instances, are what
+``inputs`` (GradCAM's single-channel map is upsampled to the input's height and width). Factories, not bound instances, are what
 the evaluation protocols need: the sanity check calls them again on each randomised copy.
 
 Examples::
 
+    >>> import torch
     >>> from captum_prune.methods import build_methods
-    >>> factories = build_methods(["PrunedGradient", "Saliency"], sparsity=0.8)
-    >>> explain = factories["Saliency"](model)
-    >>> maps = explain(images, labels)
+    >>> from captum_prune.models import build_digits_model
+    >>> model = build_digits_model(seed=0).eval()
+    >>> images, labels = torch.randn(2, 3, 32, 32), torch.tensor([3, 5])
+    >>> factories = build_methods(["PrunedGradient", "Saliency", "GradCAM"], sparsity=0.8)
+    >>> sorted(factories)
+    ['GradCAM', 'PrunedGradient', 'Saliency']
+    >>> maps = {name: factory(model)(images, labels) for name, factory in factories.items()}
+    >>> [tuple(m.shape) for m in maps.values()]
+    [(2, 1, 32, 32), (2, 3, 32, 32), (2, 3, 32, 32)]
 """
 import copy
 from dataclasses import dataclass

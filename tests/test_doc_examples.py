@@ -39,9 +39,7 @@ MODULES = (
 #: Docstring examples that are illustrations, not runnable doctests: they use names the
 #: example does not define (``model``, ``images``) or print values they do not state.
 #: Each must still fail, so a fixed example is noticed and taken off this list.
-NOT_RUNNABLE = {
-    "captum_prune.methods": "uses undefined model, images, labels",
-}
+NOT_RUNNABLE = {}
 
 #: Examples that train the default digits model (about a minute) unless it is cached; they
 #: run only where the cache already holds it.
