@@ -18,7 +18,7 @@ Examples::
     ['GradCAM', 'PrunedGradient', 'Saliency']
     >>> maps = {name: factory(model)(images, labels) for name, factory in factories.items()}
     >>> [tuple(m.shape) for m in maps.values()]
-    [(2, 1, 32, 32), (2, 3, 32, 32), (2, 3, 32, 32)]
+    [(2, 3, 32, 32), (2, 3, 32, 32), (2, 1, 32, 32)]
 """
 import copy
 from dataclasses import dataclass
