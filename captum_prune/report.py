@@ -414,8 +414,10 @@ def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
             "title": "ROAR (remove and retrain)",
             "text": f"Test accuracy (%) after removing the top pixels and retraining from "
                     f"scratch; mean ± std over seeds {roar['seeds']}, {roar['epochs']} epochs on "
-                    f"{roar['n_train']} train images, {roar['n_test']} test images. Lower is "
-                    f"better.",
+                    f"{roar['n_train']} train images, {roar['n_test']} test images"
+                    + (f"; retrained model: {roar['retrained_model']}"
+                       if roar.get("retrained_model") else "")
+                    + ". Lower is better.",
             "headers": ["method"] + [_percent(f) for f in roar["fractions"]] + ["AUC"],
             "rows": rows, "figures": ["roar.png"],
         })
