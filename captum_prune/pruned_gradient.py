@@ -11,6 +11,7 @@ from captum._utils.common import (
 )
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum.log import log_usage
 from torch import Tensor, nn
 
@@ -216,11 +217,7 @@ class PrunedGradient(GradientAttribution):
         _safety.check_choice("selection", options["selection"], SELECTIONS)
         _safety.check_choice("threshold", options["threshold"], THRESHOLDS)
         _safety.check_positive_int("n_steps", options["n_steps"])
-        _safety.check_choice(
-            "method",
-            options["method"],
-            ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"),
-        )
+        _safety.check_choice("method", options["method"], tuple(SUPPORTED_METHODS))
         _safety.check_positive_int(
             "internal_batch_size", options["internal_batch_size"], optional=True
         )

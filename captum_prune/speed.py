@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from captum_prune.cli import CommandError
+from captum_prune.demo import torch_threads
 
 MODELS = ("resnet18", "resnet50", "vgg16")
 DEVICES = ("cpu", "cuda", "all")
@@ -488,13 +489,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run_checked(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_checked(args: argparse.Namespace) -> int:
