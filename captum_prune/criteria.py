@@ -1,8 +1,8 @@
 r"""Neuron selection criteria: how much each neuron contributes to the target, per example.
 
 Each criterion runs the unpruned model through :class:`~captum_prune.hooks.NeuronHooks` and
-returns :class:`NeuronScores`: one row per example with the scores of every neuron of every
-layer call, side by side in forward order.
+returns :class:`NeuronScores`: the score of every neuron, one tensor per layer call in forward
+order, each of that call's output shape (batch first).
 
 - ``"taylor"`` (the paper's NeuronMCT): ``|a * dy/da|``, one forward and one backward pass.
 - ``"integrated_gradients"`` (the paper's NeuronIntGrad, done right): for each layer *call*,
@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_prune._forward import forward_with_target
 from captum_prune.hooks import NeuronHooks
@@ -28,10 +28,8 @@ CRITERIA = ("taylor", "integrated_gradients", "random")
 class NeuronScores:
     r"""Scores of every neuron for a batch, and what the scoring pass saw."""
 
-    #: ``(N, total)`` scores, layer calls side by side in forward order.
-    scores: Tensor
-    #: Shape of each layer call's output (batch dimension included).
-    shapes: List[torch.Size]
+    #: One score tensor per layer call, in forward order, of the call's output shape.
+    scores: List[Tensor]
     #: Layer index of each call, in forward order (see ``NeuronHooks.calls``).
     calls: List[int]
     #: ``"<module>#<call>"`` for each call.
@@ -39,20 +37,9 @@ class NeuronScores:
     #: The unpruned model output and its target values per example.
     output: Tensor
     target_values: Tensor
-    #: The unpruned layer outputs (detached), one per call.
+    #: The unpruned layer outputs (detached), one per call; empty when the criterion was asked
+    #: not to keep them (their memory may then hold the scores).
     activations: List[Tensor]
-
-    @property
-    def sizes(self) -> List[int]:
-        return [shape[1:].numel() for shape in self.shapes]
-
-    def split(self, flat: Tensor) -> List[Tensor]:
-        r"""Views of an ``(N, total)`` tensor, one per call, in that call's shape."""
-        views, start = [], 0
-        for shape, size in zip(self.shapes, self.sizes):
-            views.append(flat[:, start : start + size].view(shape))
-            start += size
-        return views
 
 
 def _recording_pass(
@@ -111,25 +98,26 @@ def check_same_calls(expected: List[int], hooks: NeuronHooks) -> None:
         )
 
 
-def _score_buffer(activations: List[Tensor]) -> Tensor:
+def _score_dtype(activations: List[Tensor]) -> torch.dtype:
+    """One dtype for all scores, so that they are compared on one scale."""
     dtype = activations[0].dtype
     for act in activations[1:]:
         dtype = torch.promote_types(dtype, act.dtype)
-    if not dtype.is_floating_point:
-        dtype = torch.get_default_dtype()
-    total = sum(act[0].numel() for act in activations)
-    # Every criterion writes every score (taylor zeroes what gets no gradient), so no memset.
-    return torch.empty(
-        activations[0].shape[0], total, dtype=dtype, device=activations[0].device
-    )
+    return dtype if dtype.is_floating_point else torch.get_default_dtype()
+
+
+def _score_tensors(activations: List[Tensor]) -> List[Tensor]:
+    """An uninitialised contiguous score tensor per call (every criterion writes every
+    score)."""
+    dtype = _score_dtype(activations)
+    return [torch.empty(act.shape, dtype=dtype, device=act.device) for act in activations]
 
 
 def _scores_from(
-    hooks, output, values, activations, scores: Tensor
+    hooks, output, values, activations: List[Tensor], scores: List[Tensor]
 ) -> NeuronScores:
     return NeuronScores(
         scores=scores,
-        shapes=[act.shape for act in activations],
         calls=list(hooks.calls),
         call_names=hooks.call_names(),
         output=output.detach(),
@@ -138,36 +126,71 @@ def _scores_from(
     )
 
 
-def _score_writer(act: Tensor, view: Tensor, written: List[bool], call: int) -> Callable:
+def _overwritable(act: Tensor, layer: nn.Module, dtype: torch.dtype) -> bool:
+    """Whether the taylor score may be written over this ReLU output during the backward.
+
+    Once the gradient of a layer output is complete, every op that read it has had its
+    backward; only the ReLU's own backward is left, and it reads just the sign of its
+    output, which ``|a * g|`` keeps wherever the gradient is not zero (and where it is,
+    nothing flows back anyway). Other activations' backwards read their values, so they get
+    a score tensor of their own.
+    """
+    return (
+        type(layer) is nn.ReLU
+        and act.dtype == dtype
+        and act.is_contiguous()
+        and act._base is None
+        and act.grad_fn is not None
+        and type(act.grad_fn).__name__.startswith("ReluBackward")
+    )
+
+
+def _score_writer(act: Tensor, score: Tensor, written: List[bool], call: int) -> Callable:
     def write(grad: Tensor) -> None:
-        torch.mul(act, grad, out=view).abs_()
+        torch.mul(act, grad, out=score).abs_()
         written[call] = True
 
     return write
 
 
 def taylor_scores(
-    forward_func, hooks: NeuronHooks, inputs, target, additional_forward_args, **_: Any
+    forward_func,
+    hooks: NeuronHooks,
+    inputs,
+    target,
+    additional_forward_args,
+    keep_activations: bool = True,
+    **_: Any,
 ) -> NeuronScores:
-    r"""``|a * dy/da|`` for every neuron: one forward and one backward pass."""
+    r"""``|a * dy/da|`` for every neuron: one forward and one backward pass.
+
+    With ``keep_activations=False``, ``nn.ReLU`` outputs are overwritten by their scores
+    during the backward (see :func:`_overwritable`), which saves a buffer the size of all
+    activations and the time to fault it in.
+    """
     output, values, acts = _recording_pass(
         forward_func, hooks, inputs, target, additional_forward_args
     )
-    scores = _score_buffer(acts)
-    result = _scores_from(hooks, output, values, acts, scores)
-    views = result.split(scores)
+    dtype = _score_dtype(acts)
+    # .data: writing the scores must not bump the version that the ReLU backward checks.
+    scores = [
+        act.data
+        if not keep_activations and _overwritable(act, hooks.layers[layer], dtype)
+        else torch.empty(act.shape, dtype=dtype, device=act.device)
+        for act, layer in zip(acts, hooks.calls)
+    ]
     written = [False] * len(acts)
     if values.requires_grad:
-        for call, (act, view) in enumerate(zip(acts, views)):
+        for call, (act, score) in enumerate(zip(acts, scores)):
             if act.requires_grad:
                 # Write each score as soon as its gradient exists, so the gradients of all
                 # layers never have to be held at the same time.
-                act.register_hook(_score_writer(act.detach(), view, written, call))
+                act.register_hook(_score_writer(act.data, score, written, call))
         torch.autograd.grad(values.sum(), inputs, allow_unused=True)
-    for view, done in zip(views, written):
+    for call, done in enumerate(written):
         if not done:  # no gradient reached this call: it cannot change the target
-            view.zero_()
-    return result
+            scores[call] = torch.zeros(acts[call].shape, dtype=dtype, device=acts[call].device)
+    return _scores_from(hooks, output, values, acts if keep_activations else [], scores)
 
 
 def random_scores(
@@ -178,8 +201,9 @@ def random_scores(
         output, values, acts = _recording_pass(
             forward_func, hooks, inputs, target, additional_forward_args
         )
-    scores = _score_buffer(acts)
-    scores.uniform_()
+    scores = _score_tensors(acts)
+    for score in scores:
+        score.uniform_()
     return _scores_from(hooks, output, values, acts, scores)
 
 
@@ -227,19 +251,19 @@ def integrated_gradient_scores(
             forward_func, hooks, inputs, target, additional_forward_args
         )
     calls = list(hooks.calls)
-    scores = _score_buffer(acts)
+    scores = _score_tensors(acts)
     result = _scores_from(hooks, output, values, acts, scores)
     step_sizes_fn, alphas_fn = approximation_parameters(method)
-    device = acts[0].device
-    alphas = torch.tensor(alphas_fn(n_steps), dtype=scores.dtype, device=device)
-    weights = torch.tensor(step_sizes_fn(n_steps), dtype=scores.dtype, device=device)
+    device, dtype = acts[0].device, scores[0].dtype
+    alphas = torch.tensor(alphas_fn(n_steps), dtype=dtype, device=device)
+    weights = torch.tensor(step_sizes_fn(n_steps), dtype=dtype, device=device)
     num_examples = inputs[0].shape[0]
     rows = n_steps * num_examples
     chunk = internal_batch_size or rows
     detached = tuple(x.detach() for x in inputs)
 
-    for call, (act, view) in enumerate(zip(acts, result.split(scores))):
-        path_gradient = torch.zeros_like(act, dtype=scores.dtype)
+    for call, (act, score) in enumerate(zip(acts, scores)):
+        path_gradient = torch.zeros_like(act, dtype=dtype)
         for start in range(0, rows, chunk):
             row_ids = torch.arange(start, min(rows, start + chunk), device=device)
             examples, steps = row_ids % num_examples, row_ids // num_examples
@@ -267,9 +291,9 @@ def integrated_gradient_scores(
             if grad is not None:
                 shape = (-1,) + (1,) * (grad.dim() - 1)
                 path_gradient.index_add_(
-                    0, examples, grad.to(scores.dtype) * weights[steps].view(shape)
+                    0, examples, grad.to(dtype) * weights[steps].view(shape)
                 )
-        torch.mul(act.to(scores.dtype), path_gradient, out=view).abs_()
+        torch.mul(act.to(dtype), path_gradient, out=score).abs_()
     return result
 
 

@@ -15,7 +15,7 @@ from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_prune import _safety
+from captum_prune import _cpu, _safety
 from captum_prune._forward import forward_with_target
 from captum_prune.criteria import CRITERIA, SCORERS, NeuronScores, check_same_calls
 from captum_prune.hooks import NeuronHooks
@@ -247,19 +247,19 @@ class PrunedGradient(GradientAttribution):
                 n_steps=options["n_steps"],
                 method=options["method"],
                 internal_batch_size=options["internal_batch_size"],
+                keep_activations=want_pathway,
             )
-            if not want_pathway:
-                del scored.activations[:]  # the selection needs only the scores
-            keep = select(
+            masks = select(
                 scored.scores,
-                scored.sizes,
                 float(options["sparsity"]),
                 options["selection"],
                 options["threshold"],
             )
-            masks = scored.split(keep)
+            scores = scored.scores if want_pathway else None
+            # Free scores and activations (which may share memory) before pass 2.
+            scored.scores = []
             if not want_pathway:
-                del scored.scores  # free memory before pass 2
+                scored.activations.clear()
             output, values, gradients = _masked_gradients(
                 self.forward_func, hooks, scored.calls, masks, inputs, target,
                 additional_forward_args,
@@ -270,7 +270,7 @@ class PrunedGradient(GradientAttribution):
         return gradients, Pathway(
             layer_names=scored.call_names,
             masks=masks,
-            scores=scored.split(scored.scores),
+            scores=scores,
             activations=scored.activations,
             original_output=scored.output,
             pruned_output=output,
@@ -313,7 +313,7 @@ def _masked_gradients(
             # reads only the sign of the output it saved, and (mask * relu(x) > 0) is exactly
             # mask * relu'(x), the derivative of the masked layer. Any other reader of this
             # tensor comes after this hook and sees the masked values.
-            output.data.mul_(masks[call])
+            _cpu.mask_(output.data, masks[call])
             return None
         return output * masks[call]
 

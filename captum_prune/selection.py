@@ -1,8 +1,10 @@
 r"""Turning neuron scores into keep-masks.
 
-All functions work on a score matrix of shape ``(N, n)``: one row per example, every neuron
-of the pathway pooled along the row. Each row is handled on its own, with no Python loop over
-examples.
+Scores come per layer call: a tensor, or a list of tensors whose first dimension is the batch
+(``N``). Example ``i``'s neurons are row ``i`` of every chunk, pooled in list order, which is
+forward order; the pooled ``(N, n)`` matrix is never built, as it would copy every score. Each
+row is handled on its own, with no Python loop over examples. Masks come back in the form of
+the scores: one bool tensor per chunk, of the chunk's shape (or a tensor for a tensor).
 
 Two threshold rules:
 
@@ -15,15 +17,18 @@ Two threshold rules:
   lowest scores, ties broken by position (the later neuron in forward order is pruned first).
 """
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
-import numpy
 import torch
 from torch import Tensor
+
+from captum_prune import _cpu
 
 THRESHOLDS = ("reference", "exact")
 SELECTIONS = ("global", "per_layer")
 
+#: A score tensor, or row-aligned score chunks (one per layer call).
+Scores = Union[Tensor, Sequence[Tensor]]
 
 #: Rows longer than this are handled by sampling-based selection instead of a sort.
 _SORT_LIMIT = 1 << 17
@@ -34,110 +39,152 @@ _SAMPLE = 1 << 17
 _MARGIN_SDS = 6.0
 
 
-def order_statistics(scores: Tensor, ranks: Sequence[int]) -> Tensor:
-    r"""The ``ranks``-th smallest values (0-based) of every row, exactly.
+def _rows(scores: Scores) -> List[Tensor]:
+    """The chunks as ``(N, n_l)`` tensors (views where the chunks are contiguous)."""
+    chunks = [scores] if isinstance(scores, Tensor) else list(scores)
+    if not chunks or any(c.dim() == 0 or c.shape[0] != chunks[0].shape[0] for c in chunks):
+        raise ValueError("scores: expected tensors whose first dimension is the batch")
+    return [c.reshape(c.shape[0], -1) for c in chunks]
+
+
+def _like(scores: Scores, masks: List[Tensor]) -> Union[Tensor, List[Tensor]]:
+    """Masks in the form of ``scores``."""
+    if isinstance(scores, Tensor):
+        return masks[0].view(scores.shape)
+    return [m.view(c.shape) for m, c in zip(masks, scores)]
+
+
+def _dtype(rows: List[Tensor]) -> torch.dtype:
+    dtype = rows[0].dtype
+    for row in rows[1:]:
+        dtype = torch.promote_types(dtype, row.dtype)
+    return dtype
+
+
+def _width(rows: List[Tensor]) -> int:
+    return sum(row.shape[1] for row in rows)
+
+
+def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
+    r"""The ``ranks``-th smallest values (0-based) of every pooled row, exactly.
 
     A full sort or ``kthvalue`` of millions of pooled scores per example is slow, so long
     rows go through a bracket: a fixed random sample of columns gives, per row, a value
-    range that should hold the wanted ranks; exact counts confirm it, and only the few
-    values inside it are sorted. If the bracket misses (it practically never does), or a
-    row's bracket is one repeated value, the answer falls out exactly anyway.
+    range that should hold the wanted ranks; one counting pass confirms it and collects the
+    few values inside it (about 1%), and only those are sorted. If the bracket misses (it
+    practically never does), the answer falls out exactly anyway.
 
     Args:
 
-        scores (Tensor): ``(N, n)``.
+        scores (Tensor or list[Tensor]): Scores, the batch first (see the module docstring).
         ranks (Sequence[int]): Ranks in ``[0, n)``, close together (the bracket spans them).
 
     Returns:
-        Tensor: ``(N, len(ranks))`` values, in the scores' dtype.
+        Tensor: ``(N, len(ranks))`` values, in the scores' (promoted) dtype.
     """
-    n_rows, n = scores.shape
-    device = scores.device
+    rows = _rows(scores)
+    n, dtype = _width(rows), _dtype(rows)
+    device = rows[0].device
     wanted = torch.tensor(list(ranks), device=device)
     if n <= _SORT_LIMIT:
-        return torch.sort(scores, dim=1).values.index_select(1, wanted)
-    # A fixed generator: the bracket, and so the speed, is reproducible (the result is exact).
-    columns = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(0))
-    sample = scores.index_select(1, columns.to(device)).sort(dim=1).values
+        pooled = torch.cat([row.to(dtype) for row in rows], dim=1)
+        return _cpu.sort_rows(pooled).index_select(1, wanted)
+    sample = _sample_columns(rows, n, dtype)
     first, last = min(ranks), max(ranks)
     fraction = first / (n - 1)
     margin = _MARGIN_SDS * math.sqrt(_SAMPLE * fraction * (1 - fraction)) + 16
     low_at = min(math.floor(fraction * (_SAMPLE - 1) - margin), _SAMPLE - 1)
     high_at = max(math.ceil(last / (n - 1) * (_SAMPLE - 1) + margin), 0)
-    unbounded = torch.full((n_rows,), math.inf, dtype=scores.dtype, device=device)
-    low = (sample[:, low_at] if low_at >= 0 else -unbounded).unsqueeze(1)
-    high = (sample[:, high_at] if high_at < _SAMPLE else unbounded).unsqueeze(1)
-    below, at_or_below_high = _count_below(scores, low, high)
-    hit = (below <= first) & (at_or_below_high > last)
-    if not bool(hit.all()):
-        return torch.stack(
-            [torch.kthvalue(scores, r + 1, dim=1).values for r in ranks], dim=1
-        )
-    # Rows whose bracket is a single value (e.g. all-zero scores) need no extraction.
+    inner = [at for at in (low_at, high_at) if 0 <= at < _SAMPLE]
+    quantiles = _cpu.row_quantiles(sample, inner) if inner else None
+    unbounded = torch.full((sample.shape[0], 1), math.inf, dtype=dtype, device=device)
+    low = quantiles[:, :1] if low_at >= 0 else -unbounded
+    high = quantiles[:, -1:] if high_at < _SAMPLE else unbounded
+    # Rows whose bracket is a single value (e.g. all-zero scores) need no values collected.
     single = (low == high).squeeze(1)
-    between, counts = _values_between(scores, low, high, ~single.unsqueeze(1))
-    # Lay each row's few bracketed values out in a padded matrix and sort that.
-    width = max(int(counts.max()), 1)
-    rows = torch.repeat_interleave(torch.arange(n_rows, device=device), counts)
-    start = torch.cumsum(counts, 0) - counts
-    padded = torch.full((n_rows, width), math.inf, dtype=scores.dtype, device=device)
-    padded[rows, torch.arange(rows.numel(), device=device) - start[rows]] = between
-    padded = padded.sort(dim=1).values
-    at = (wanted.unsqueeze(0) - below.unsqueeze(1)).clamp(0, width - 1)
-    values = padded.gather(1, at)
+    below, counts, found = _bracket(rows, low, high, single)
+    if not bool(((below <= first) & (below + counts > last)).all()):
+        pooled = torch.cat([row.to(dtype) for row in rows], dim=1)
+        return torch.stack([torch.kthvalue(pooled, r + 1, dim=1).values for r in ranks], dim=1)
+    values = _cpu.sort_rows(_padded(found, low.shape[0], dtype))
+    at = (wanted.unsqueeze(0) - below.unsqueeze(1)).clamp(0, values.shape[1] - 1)
+    values = values.gather(1, at)
     return torch.where(single.unsqueeze(1), low.expand_as(values), values)
 
 
-def _on_numpy(scores: Tensor) -> bool:
-    # numpy's comparisons and counts are several times faster than torch's bool reductions
-    # on the CPU, and a CPU tensor is a numpy array without a copy.
-    return scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64)
-
-
-def _count_below(scores: Tensor, low: Tensor, high: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per row: how many scores are ``< low`` and how many are ``<= high``."""
-    if _on_numpy(scores):
-        a, lo, hi = scores.detach().numpy(), low.numpy(), high.numpy()
-        below = numpy.count_nonzero(a < lo, axis=1)
-        upto = numpy.count_nonzero(a <= hi, axis=1)
-        return torch.from_numpy(below).long(), torch.from_numpy(upto).long()
-    return (
-        (scores < low).sum(dim=1, dtype=torch.int64),
-        (scores <= high).sum(dim=1, dtype=torch.int64),
+def _padded(found: List[Tuple[Tensor, Tensor]], n_rows: int, dtype: torch.dtype) -> Tensor:
+    """``(N, width)``: each row's values from ``found`` (row index, value) pairs, padded with
+    ``inf``. Within each pair of tensors the rows come in ascending order."""
+    device = found[0][1].device
+    filled = torch.zeros(n_rows, dtype=torch.int64, device=device)
+    placed = []
+    for row_ids, values in found:
+        per_row = torch.bincount(row_ids, minlength=n_rows)
+        first_of_row = torch.cumsum(per_row, 0) - per_row
+        position = torch.arange(row_ids.numel(), device=device) - first_of_row[row_ids]
+        placed.append((row_ids, filled[row_ids] + position, values))
+        filled += per_row
+    padded = torch.full(
+        (n_rows, max(int(filled.max()), 1)), math.inf, dtype=dtype, device=device
     )
+    for row_ids, position, values in placed:
+        padded[row_ids, position] = values.to(dtype)
+    return padded
 
 
-def _values_between(
-    scores: Tensor, low: Tensor, high: Tensor, rows_wanted: Tensor
-) -> Tuple[Tensor, Tensor]:
-    """Every score in ``[low, high]`` of the wanted rows (row-major), and how many per row."""
-    if _on_numpy(scores):
-        a = scores.detach().numpy()
-        inside = numpy.greater_equal(a, low.numpy())
-        inside &= numpy.less_equal(a, high.numpy())  # in place: one bool temporary, not three
-        if not bool(rows_wanted.all()):
-            inside &= rows_wanted.numpy()
-        counts = numpy.count_nonzero(inside, axis=1)
-        return torch.from_numpy(a[inside]), torch.from_numpy(counts).long()
-    inside = (scores >= low) & (scores <= high) & rows_wanted
-    return scores[inside], inside.sum(dim=1)
+def _sample_columns(rows: List[Tensor], n: int, dtype: torch.dtype) -> Tensor:
+    """``(N, _SAMPLE)``: the same random pooled columns of every row."""
+    # A fixed generator: the bracket, and so the speed, is reproducible (the result is exact).
+    columns = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(0))
+    columns = columns.sort().values
+    parts, start = [], 0
+    for row in rows:
+        end = start + row.shape[1]
+        first, stop = torch.searchsorted(columns, torch.tensor([start, end])).tolist()
+        if stop > first:
+            local = (columns[first:stop] - start).to(row.device)
+            parts.append(row.index_select(1, local).to(dtype))
+        start = end
+    return torch.cat(parts, dim=1)
 
 
-def reference_threshold(scores: Tensor, sparsity: float) -> Tensor:
-    r"""numpy's ``percentile(row, 100 * sparsity)`` (method "linear") for every row.
+def _bracket(
+    rows: List[Tensor], low: Tensor, high: Tensor, skip: Tensor
+) -> Tuple[Tensor, Tensor, List[Tuple[Tensor, Tensor]]]:
+    """One pass over the scores. Per row: how many are ``< low``, how many in
+    ``[low, high]``; and per chunk, the (row index, value) of those in ``[low, high]`` in the
+    rows not in ``skip``."""
+    below = torch.zeros(low.shape[0], dtype=torch.int64, device=low.device)
+    counts = torch.zeros_like(below)
+    found = []
+    skip_any = bool(skip.any())
+    for row in rows:
+        inside = _cpu.compare(row, ">=", low)
+        below += row.shape[1] - _cpu.count_rows(inside)
+        inside &= _cpu.compare(row, "<=", high)
+        counts += _cpu.count_rows(inside)
+        if skip_any:
+            _cpu.clear_rows(inside, skip)
+        flat = _cpu.nonzero_flat(inside)
+        found.append((flat // row.shape[1], _cpu.take_flat(row, flat)))
+    return below, counts, found
+
+
+def reference_threshold(scores: Scores, sparsity: float) -> Tensor:
+    r"""numpy's ``percentile(row, 100 * sparsity)`` (method "linear") for every pooled row.
 
     Computed from two order statistics found by selection (no sort), in float64 with numpy's
     interpolation formula, so it equals ``numpy.percentile`` on the float64 row.
 
     Args:
 
-        scores (Tensor): ``(N, n)`` scores.
+        scores (Tensor or list[Tensor]): Scores, the batch first.
         sparsity (float): The fraction in ``[0, 1]``.
 
     Returns:
         Tensor: ``(N,)`` float64 thresholds.
     """
-    n = scores.shape[1]
+    n = _width(_rows(scores))
     # numpy: virtual index (n - 1) * q, where q is the percentile divided by 100.
     virtual = (n - 1) * ((100.0 * sparsity) / 100.0)
     below = math.floor(virtual)
@@ -152,67 +199,70 @@ def reference_threshold(scores: Tensor, sparsity: float) -> Tensor:
     return low + diff * gamma
 
 
-def reference_keep(scores: Tensor, sparsity: float) -> Tensor:
-    r"""Keep-mask of the paper's rule: prune ``score <= tau``, ``tau`` in the scores' dtype.
+def reference_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
+    r"""Keep-masks of the paper's rule: prune ``score <= tau``, ``tau`` in the scores' dtype.
 
     ``sparsity == 0`` keeps every neuron, so that it always gives the plain gradient. (The
     authors' code would still prune the neurons tied at the minimum score; in real networks
     those are zero-score neurons whose removal changes nothing, but with tied weights, as in
     Captum's all-ones test models, it would.)
     """
+    rows = _rows(scores)
     if sparsity == 0:
-        return torch.ones_like(scores, dtype=torch.bool)
-    tau = reference_threshold(scores, sparsity).to(scores.dtype)
-    return scores > tau.unsqueeze(1)
+        return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
+    tau = reference_threshold(rows, sparsity).to(_dtype(rows)).unsqueeze(1)
+    return _like(scores, [_cpu.compare(row, ">", tau.to(row.device)) for row in rows])
 
 
-def exact_keep(scores: Tensor, sparsity: float) -> Tensor:
-    r"""Keep-mask that prunes exactly ``round(sparsity * n)`` neurons of every row.
+def exact_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
+    r"""Keep-masks that prune exactly ``round(sparsity * n)`` neurons of every pooled row.
 
     The lowest scores are pruned; among neurons tied at the cut, the earliest in forward order
     are kept and the later ones pruned.
     """
-    n = scores.shape[1]
+    rows = _rows(scores)
+    n = _width(rows)
     n_prune = int(math.floor(sparsity * n + 0.5))
     if n_prune == 0:
-        return torch.ones_like(scores, dtype=torch.bool)
-    cut = order_statistics(scores, [n_prune - 1])
-    keep = scores > cut
-    tied = scores == cut
+        return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
+    cut = order_statistics(rows, [n_prune - 1])
+    keep = [_cpu.compare(row, ">", cut) for row in rows]
     # How many tied neurons must survive so that exactly n - n_prune are kept.
-    spare = (n - n_prune) - keep.sum(dim=1, keepdim=True)
+    spare = (n - n_prune) - sum(_cpu.count_rows(k) for k in keep)
     if bool((spare == 0).all()):
-        return keep
-    return keep | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= spare))
+        return _like(scores, keep)
+    tied_before = torch.zeros_like(spare)
+    for row, kept in zip(rows, keep):
+        if row.shape[1] == 0:
+            continue
+        tied = _cpu.compare(row, "==", cut)
+        rank = tied.cumsum(dim=1, dtype=torch.int64) + tied_before.unsqueeze(1)
+        kept |= tied & (rank <= spare.unsqueeze(1))
+        tied_before = rank[:, -1]
+    return _like(scores, keep)
 
 
 def select(
-    scores: Tensor,
-    layer_sizes: List[int],
+    scores: Scores,
     sparsity: float,
     selection: str = "global",
     threshold: str = "reference",
-) -> Tensor:
-    r"""Keep-mask for pooled scores.
+) -> Union[Tensor, List[Tensor]]:
+    r"""Keep-masks for the scores of a batch.
 
     Args:
 
-        scores (Tensor): ``(N, sum(layer_sizes))`` scores, layers side by side in forward order.
-        layer_sizes (list[int]): Neurons per layer call, per example.
+        scores (Tensor or list[Tensor]): Scores, one chunk per layer call in forward order,
+                    the batch first.
         sparsity (float): Fraction of neurons to prune, ``0 <= sparsity < 1``.
-        selection (str): ``"global"`` (one threshold over all layers, the paper's) or
-                    ``"per_layer"`` (each layer call pruned by the same fraction).
+        selection (str): ``"global"`` (one threshold over all chunks, the paper's) or
+                    ``"per_layer"`` (each chunk pruned by the same fraction).
         threshold (str): ``"reference"`` or ``"exact"`` (see the module docstring).
 
     Returns:
-        Tensor: bool ``(N, n)``, True where the neuron is kept.
+        Bool masks in the form of ``scores``, True where the neuron is kept.
     """
     keep_rule = reference_keep if threshold == "reference" else exact_keep
-    if selection == "global":
+    if selection == "global" or isinstance(scores, Tensor):
         return keep_rule(scores, sparsity)
-    keep = torch.empty_like(scores, dtype=torch.bool)
-    start = 0
-    for size in layer_sizes:
-        keep[:, start : start + size] = keep_rule(scores[:, start : start + size], sparsity)
-        start += size
-    return keep
+    return [keep_rule(chunk, sparsity) for chunk in scores]

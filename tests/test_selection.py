@@ -75,17 +75,41 @@ def test_exact_breaks_ties_by_position():
 
 def test_per_layer_selection_prunes_each_layer():
     scores = _rows(5, zeros=0.0, ties=False)
-    sizes = [100, 397, 500]
-    keep = select(scores, sizes, 0.8, selection="per_layer", threshold="exact")
-    start = 0
-    for size in sizes:
-        block = keep[:, start : start + size]
+    chunks = list(scores.split([100, 397, 500], dim=1))
+    keep = select(chunks, 0.8, selection="per_layer", threshold="exact")
+    for block, chunk in zip(keep, chunks):
+        size = chunk.shape[1]
+        assert block.shape == chunk.shape
         assert block.sum(1).tolist() == [size - int(np.floor(0.8 * size + 0.5))] * 4
-        start += size
     # Global selection does not balance layers: scale one layer up and it takes the budget.
-    scores[:, :100] += 10
-    global_keep = select(scores, sizes, 0.8, selection="global", threshold="exact")
-    assert global_keep[:, :100].all()
+    chunks[0] = chunks[0] + 10
+    global_keep = select(chunks, 0.8, selection="global", threshold="exact")
+    assert global_keep[0].all()
+
+
+@pytest.mark.parametrize("rule", [reference_keep, exact_keep])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.85, 0.99])
+def test_chunks_select_as_the_pooled_row(rule, sparsity, monkeypatch):
+    # Per-layer chunks of any shape are pooled along the row in list order, exactly as one
+    # concatenated matrix, on the sort path and on the sampled-bracket path alike.
+    scores = _rows(9, n_rows=3, n=5800, zeros=0.5)
+    shapes = [(3, 2, 10, 10), (3, 1000), (3, 5, 4, 40), (3, 3800)]
+    chunks = [c.reshape(s) for c, s in zip(scores.split([200, 1000, 800, 3800], 1), shapes)]
+    for limit in (1 << 17, 100):
+        monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", limit)
+        monkeypatch.setattr("captum_prune.selection._SAMPLE", 512)
+        pooled = rule(scores, sparsity)
+        split = rule(chunks, sparsity)
+        assert [m.shape for m in split] == [c.shape for c in chunks]
+        assert torch.equal(torch.cat([m.reshape(3, -1) for m in split], 1), pooled)
+    assert torch.equal(reference_threshold(chunks, 0.7), reference_threshold(scores, 0.7))
+
+
+def test_mixed_dtype_chunks_compare_on_one_scale():
+    scores = _rows(10, n_rows=2, n=400, zeros=0.3).double()
+    chunks = [scores[:, :150].float(), scores[:, 150:]]
+    expected = reference_threshold(torch.cat([chunks[0].double(), chunks[1]], 1), 0.6)
+    assert torch.equal(reference_threshold(chunks, 0.6), expected)
 
 
 def test_rows_are_independent():

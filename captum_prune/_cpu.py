@@ -1,0 +1,95 @@
+r"""numpy fast paths for CPU tensors.
+
+On the CPU, several of torch's kernels that the method leans on are far slower than numpy's
+(measured with one thread on 77M-element rows: a boolean row count 290 ms against 6 ms,
+``float32 *= bool`` 85 ms against 15 ms per 26M elements, a row sort of a 131k-column sample
+83 ms against a 9 ms partition). A CPU tensor is a numpy array without a copy, so these helpers
+take tensors, use numpy where it is faster and torch everywhere else (CUDA, half precision).
+"""
+import numpy
+import torch
+from torch import Tensor
+
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.bool, torch.int64, torch.int32)
+
+
+def on_numpy(*tensors: Tensor) -> bool:
+    r"""Whether every tensor is a CPU tensor of a dtype numpy handles natively."""
+    return all(t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in tensors)
+
+
+def count_rows(mask: Tensor) -> Tensor:
+    r"""``(N,)`` int64: how many entries of each row of a 2-D bool tensor are True."""
+    if not on_numpy(mask):
+        return mask.sum(dim=1, dtype=torch.int64)
+    array = mask.numpy()
+    if array.flags.c_contiguous and array.shape[1] % 8 == 0 and hasattr(numpy, "bitwise_count"):
+        # numpy's count_nonzero(axis=1) sums through intp; a popcount of 8 bools at a time
+        # is about 4x faster (numpy >= 2).
+        words = numpy.bitwise_count(array.view(numpy.uint64))
+        return torch.from_numpy(words.sum(axis=1, dtype=numpy.int64))
+    return torch.from_numpy(numpy.count_nonzero(array, axis=1).astype(numpy.int64))
+
+
+_COMPARISONS = {
+    ">": (numpy.greater, torch.gt),
+    ">=": (numpy.greater_equal, torch.ge),
+    "<=": (numpy.less_equal, torch.le),
+    "==": (numpy.equal, torch.eq),
+}
+
+
+def compare(values: Tensor, op: str, other: Tensor) -> Tensor:
+    r"""``values <op> other`` (broadcast) as a new bool tensor; ``op`` is ``>``, ``>=``,
+    ``<=`` or ``==``."""
+    with_numpy, with_torch = _COMPARISONS[op]
+    if on_numpy(values, other):
+        return torch.from_numpy(with_numpy(values.numpy(), other.numpy()))
+    return with_torch(values, other)
+
+
+def clear_rows(mask: Tensor, rows: Tensor) -> None:
+    r"""Sets every entry of the rows where the bool ``(N,)`` ``rows`` is True to False."""
+    if on_numpy(mask, rows):
+        mask.numpy()[rows.numpy()] = False
+    else:
+        mask[rows] = False
+
+
+def take_flat(values: Tensor, index: Tensor) -> Tensor:
+    r"""``values.reshape(-1)[index]``."""
+    if on_numpy(values, index):
+        return torch.from_numpy(values.numpy().reshape(-1)[index.numpy()])
+    return values.reshape(-1)[index]
+
+
+def mask_(values: Tensor, keep: Tensor) -> None:
+    r"""Zeroes ``values`` in place where the bool ``keep`` (same shape) is False."""
+    if on_numpy(values, keep) and values.dtype.is_floating_point:
+        array = values.numpy()
+        numpy.multiply(array, keep.numpy(), out=array)
+    else:
+        values.mul_(keep)
+
+
+def sort_rows(values: Tensor) -> Tensor:
+    r"""Each row of a 2-D tensor sorted ascending."""
+    if on_numpy(values):
+        return torch.from_numpy(numpy.sort(values.numpy(), axis=1))
+    return torch.sort(values, dim=1).values
+
+
+def row_quantiles(values: Tensor, positions: list) -> Tensor:
+    r"""``(N, len(positions))``: the ``positions``-th smallest value of each row (0-based)."""
+    if on_numpy(values):
+        parted = numpy.partition(values.numpy(), sorted(set(positions)), axis=1)
+        return torch.from_numpy(numpy.ascontiguousarray(parted[:, positions]))
+    index = torch.tensor(positions, device=values.device)
+    return torch.sort(values, dim=1).values.index_select(1, index)
+
+
+def nonzero_flat(mask: Tensor) -> Tensor:
+    r"""Flat (row-major) indices of the True entries of a contiguous bool tensor."""
+    if on_numpy(mask):
+        return torch.from_numpy(numpy.flatnonzero(mask.numpy()))
+    return mask.reshape(-1).nonzero().squeeze(1)
