@@ -65,6 +65,15 @@ def _width(rows: List[Tensor]) -> int:
     return sum(row.shape[1] for row in rows)
 
 
+def _ends(rows: List[Tensor]) -> List[int]:
+    """Where each chunk ends in the pooled row."""
+    ends, end = [], 0
+    for row in rows:
+        end += row.shape[1]
+        ends.append(end)
+    return ends
+
+
 def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
     r"""The ``ranks``-th smallest values (0-based) of every pooled row, exactly.
 
@@ -95,8 +104,8 @@ def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
     margin = _MARGIN_SDS * math.sqrt(_SAMPLE * fraction * (1 - fraction)) + 16
     low_at = min(math.floor(fraction * (_SAMPLE - 1) - margin), _SAMPLE - 1)
     high_at = max(math.ceil(last / (n - 1) * (_SAMPLE - 1) + margin), 0)
-    inner = [at for at in (low_at, high_at) if 0 <= at < _SAMPLE]
-    quantiles = _cpu.row_quantiles(sample, inner) if inner else None
+    inner = torch.tensor([[at for at in (low_at, high_at) if 0 <= at < _SAMPLE]])
+    quantiles = _cpu.ranked(sample, inner.expand(sample.shape[0], -1).to(device))
     unbounded = torch.full((sample.shape[0], 1), math.inf, dtype=dtype, device=device)
     low = quantiles[:, :1] if low_at >= 0 else -unbounded
     high = quantiles[:, -1:] if high_at < _SAMPLE else unbounded
@@ -106,9 +115,9 @@ def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
     if not bool(((below <= first) & (below + counts > last)).all()):
         pooled = torch.cat([row.to(dtype) for row in rows], dim=1)
         return torch.stack([torch.kthvalue(pooled, r + 1, dim=1).values for r in ranks], dim=1)
-    values = _cpu.sort_rows(_padded(found, low.shape[0], dtype))
-    at = (wanted.unsqueeze(0) - below.unsqueeze(1)).clamp(0, values.shape[1] - 1)
-    values = values.gather(1, at)
+    padded = _padded(found, low.shape[0], dtype)
+    at = (wanted.unsqueeze(0) - below.unsqueeze(1)).clamp(0, padded.shape[1] - 1)
+    values = _cpu.ranked(padded, at)
     return torch.where(single.unsqueeze(1), low.expand_as(values), values)
 
 
@@ -137,14 +146,13 @@ def _sample_columns(rows: List[Tensor], n: int, dtype: torch.dtype) -> Tensor:
     # A fixed generator: the bracket, and so the speed, is reproducible (the result is exact).
     columns = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(0))
     columns = columns.sort().values
+    bounds = torch.searchsorted(columns, torch.tensor([0] + _ends(rows))).tolist()
+    columns = columns.to(rows[0].device)
     parts, start = [], 0
-    for row in rows:
-        end = start + row.shape[1]
-        first, stop = torch.searchsorted(columns, torch.tensor([start, end])).tolist()
+    for row, first, stop in zip(rows, bounds[:-1], bounds[1:]):
         if stop > first:
-            local = (columns[first:stop] - start).to(row.device)
-            parts.append(row.index_select(1, local).to(dtype))
-        start = end
+            parts.append(row.index_select(1, columns[first:stop] - start).to(dtype))
+        start += row.shape[1]
     return torch.cat(parts, dim=1)
 
 
@@ -154,20 +162,31 @@ def _bracket(
     """One pass over the scores. Per row: how many are ``< low``, how many in
     ``[low, high]``; and per chunk, the (row index, value) of those in ``[low, high]`` in the
     rows not in ``skip``."""
-    below = torch.zeros(low.shape[0], dtype=torch.int64, device=low.device)
-    counts = torch.zeros_like(below)
-    found = []
     skip_any = bool(skip.any())
-    for row in rows:
+
+    def count(row: Tensor) -> Tuple[Tensor, Tensor, Tuple[Tensor, Tensor]]:
         inside = _cpu.compare(row, ">=", low)
-        below += row.shape[1] - _cpu.count_rows(inside)
+        below = row.shape[1] - _cpu.count_rows(inside)
         inside &= _cpu.compare(row, "<=", high)
-        counts += _cpu.count_rows(inside)
+        counts = _cpu.count_rows(inside)
         if skip_any:
             _cpu.clear_rows(inside, skip)
         flat = _cpu.nonzero_flat(inside)
-        found.append((flat // row.shape[1], _cpu.take_flat(row, flat)))
-    return below, counts, found
+        return below, counts, (flat // row.shape[1], _cpu.take_flat(row, flat))
+
+    per_chunk = _cpu.map_chunks(count, rows, _on_cpu(rows))
+    below = torch.stack([c[0] for c in per_chunk]).sum(dim=0)
+    counts = torch.stack([c[1] for c in per_chunk]).sum(dim=0)
+    return below, counts, [c[2] for c in per_chunk]
+
+
+def _on_cpu(rows: List[Tensor]) -> bool:
+    return rows[0].device.type == "cpu"
+
+
+def _greater(rows: List[Tensor], threshold: Tensor) -> List[Tensor]:
+    """``row > threshold`` for every chunk (``threshold`` is ``(N, 1)``)."""
+    return _cpu.map_chunks(lambda row: _cpu.compare(row, ">", threshold), rows, _on_cpu(rows))
 
 
 def reference_threshold(scores: Scores, sparsity: float) -> Tensor:
@@ -211,7 +230,7 @@ def reference_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor
     if sparsity == 0:
         return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
     tau = reference_threshold(rows, sparsity).to(_dtype(rows)).unsqueeze(1)
-    return _like(scores, [_cpu.compare(row, ">", tau.to(row.device)) for row in rows])
+    return _like(scores, _greater(rows, tau))
 
 
 def exact_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
@@ -226,7 +245,7 @@ def exact_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
     if n_prune == 0:
         return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
     cut = order_statistics(rows, [n_prune - 1])
-    keep = [_cpu.compare(row, ">", cut) for row in rows]
+    keep = _greater(rows, cut)
     # How many tied neurons must survive so that exactly n - n_prune are kept.
     spare = (n - n_prune) - sum(_cpu.count_rows(k) for k in keep)
     if bool((spare == 0).all()):
