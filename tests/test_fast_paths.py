@@ -1,0 +1,119 @@
+"""The speed-ups change nothing: numpy and torch paths, threads, scores written over ReLU outputs."""
+import pytest
+import torch
+from torch import nn
+
+from captum_prune import PrunedGradient, _cpu
+from captum_prune.selection import exact_keep, order_statistics, reference_keep
+from tests._reference import reference_pathway_gradient
+
+
+def _chunks(seed, n_rows=3):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(n_rows, 4, 6, 6), (n_rows, 37), (n_rows, 2, 50), (n_rows, 1500)]
+    chunks = []
+    for shape in shapes:
+        c = torch.rand(shape, generator=g) ** 3
+        c[torch.rand(shape, generator=g) < 0.4] = 0.0
+        chunks.append(c)
+    return chunks
+
+
+def _torch_only(monkeypatch):
+    # What runs on CUDA (and for dtypes numpy lacks): every helper takes its torch branch.
+    monkeypatch.setattr(_cpu, "on_numpy", lambda *tensors: False)
+
+
+@pytest.mark.parametrize("long_rows", [False, True])
+@pytest.mark.parametrize("rule", [reference_keep, exact_keep])
+def test_torch_path_selects_as_the_numpy_path(rule, long_rows, monkeypatch):
+    if long_rows:  # the sampled-bracket path
+        monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+        monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
+    chunks = _chunks(0)
+    for sparsity in (0.2, 0.7, 0.95):
+        with_numpy = rule(chunks, sparsity)
+        with monkeypatch.context() as patch:
+            _torch_only(patch)
+            with_torch = rule(chunks, sparsity)
+        assert all(torch.equal(a, b) for a, b in zip(with_numpy, with_torch)), sparsity
+
+
+def test_torch_path_attributes_as_the_numpy_path(resnet18, monkeypatch):
+    x = torch.randn(2, 3, 40, 40)
+    expected = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
+    _torch_only(monkeypatch)
+    got = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
+    assert torch.equal(got, expected)
+
+
+def test_thread_count_does_not_change_the_selection(monkeypatch):
+    monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+    monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
+    chunks = _chunks(1, n_rows=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = reference_keep(chunks, 0.8), order_statistics(chunks, [1200, 1201])
+        torch.set_num_threads(3)  # a pool of 3, whatever the machine has
+        pooled = reference_keep(chunks, 0.8), order_statistics(chunks, [1200, 1201])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(serial[0], pooled[0]))
+    assert torch.equal(serial[1], pooled[1])
+
+
+@pytest.mark.parametrize("width", [8, 13, 64])
+def test_count_rows_counts_each_row(width):
+    mask = torch.rand(5, width, generator=torch.Generator().manual_seed(width)) < 0.5
+    assert torch.equal(_cpu.count_rows(mask), mask.sum(1))
+    assert torch.equal(_cpu.count_rows(mask[:, 1:]), mask[:, 1:].sum(1))  # not contiguous
+
+
+def test_ranked_equals_sorting():
+    values = torch.randn(4, 300, generator=torch.Generator().manual_seed(2))
+    ranks = torch.tensor([[0, 1], [150, 151], [299, 299], [7, 200]])
+    expected = values.sort(1).values.gather(1, ranks)
+    assert torch.equal(_cpu.ranked(values, ranks), expected)
+    assert torch.equal(_cpu.ranked(values.double(), ranks), expected.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_mask_in_place_zeroes_the_pruned(dtype):
+    values = torch.randn(3, 4, 5).to(dtype)
+    keep = torch.rand(3, 4, 5) < 0.5
+    expected = values * keep
+    _cpu.mask_(values, keep)
+    assert torch.equal(values, expected)
+
+
+class _SharedActivations(nn.Module):
+    """ReLU outputs read by a product (whose backward reads them), by a residual sum, by the
+    model output itself, and by a second in-place ReLU module."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(8, 3)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.relu1(self.fc1(x))
+        g = self.relu2(h * self.fc2(x) + h)
+        return self.fc3(g) + h[:, :3]
+
+
+def test_scores_over_relu_outputs_match_the_oracle():
+    # attribute() writes the taylor scores over the ReLU outputs during the backward; the
+    # independent oracle keeps every activation. float64: no rounding ties at the threshold.
+    torch.manual_seed(3)
+    model = _SharedActivations().double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    target = [0, 1, 2, 1]
+    for percent in (30, 60, 85):
+        expected, _ = reference_pathway_gradient(model, x, target, percent)
+        got = PrunedGradient(model).attribute(x, target=target, sparsity=percent / 100)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+        path = PrunedGradient(model).pathway(x, target=target, sparsity=percent / 100)
+        with torch.no_grad():
+            h = model.relu1(model.fc1(x))
+        assert torch.equal(path.activations[0], h)  # pathway() keeps the activations
