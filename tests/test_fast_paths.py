@@ -117,3 +117,20 @@ def test_scores_over_relu_outputs_match_the_oracle():
         with torch.no_grad():
             h = model.relu1(model.fc1(x))
         assert torch.equal(path.activations[0], h)  # pathway() keeps the activations
+
+
+def test_channels_last_models_prune_the_same_neurons(resnet18):
+    # Channels-last activations are not contiguous: their scores get buffers of their own and
+    # their masks are applied by logical index.
+    import copy
+
+    model = copy.deepcopy(resnet18).double()
+    x = torch.randn(2, 3, 48, 48, dtype=torch.float64)
+    pg = PrunedGradient(model)
+    expected, path = pg.attribute(x, target=[1, 2]), pg.pathway(x, target=[1, 2])
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    pg = PrunedGradient(model)
+    got, got_path = pg.attribute(x, target=[1, 2]), pg.pathway(x, target=[1, 2])
+    assert all(torch.equal(a, b) for a, b in zip(got_path.masks, path.masks))
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-15)
