@@ -16,17 +16,24 @@ Memory is the *peak extra* memory of one call over what was in use just before i
   has handed memory freed by earlier calls back to the system (otherwise a call could reuse it
   without the resident size growing).
 
+With ``--profile``, one more call of each PrunedGradient method runs under ``torch.profiler``
+(CPU only), and the time of each of its steps (``PrunedGradient.score``, ``.select`` and
+``.pruned_pass``, see :data:`captum_prune.pruned_gradient.PHASES`) is reported in multiples
+of the Saliency median: where the time goes, reproducibly.
+
 The memory of a method is taken on its warm-up call, which is not timed, so the sampling thread
 and the page faults after the trim never slow down a timed call; the first method is called once
 more before that, so that one-time costs (thread pools, kernel caches) are counted for none.
 """
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -65,6 +72,10 @@ class Measurement:
     cpu_ratio: Optional[float] = None
     memory_ratio: Optional[float] = None
     note: str = ""
+    #: Seconds of each step of one profiled call (PrunedGradient rows with ``--profile``).
+    phases_s: Optional[Dict[str, float]] = None
+    #: The same in multiples of the Saliency median.
+    phase_ratios: Optional[Dict[str, float]] = None
 
 
 # ------------------------------------------------------------------ measuring one callable
@@ -234,6 +245,40 @@ def add_ratios(rows: List[Measurement]) -> None:
             row.cpu_ratio = row.median_cpu_s / base.median_cpu_s
         if row.peak_extra_bytes is not None and base.peak_extra_bytes:
             row.memory_ratio = row.peak_extra_bytes / base.peak_extra_bytes
+        if row.phases_s is not None and base.median_s > 0:
+            row.phase_ratios = {k: v / base.median_s for k, v in row.phases_s.items()}
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hides what native code writes to stderr (a CUDA build of torch on a machine without a
+    GPU has the profiler log a failed device query there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def profile_phases(fn: Callable[[], Any]) -> Dict[str, float]:
+    r"""Runs ``fn`` (a PrunedGradient call on the CPU) once under ``torch.profiler``; returns
+    the wall-clock seconds of each step it labelled (see
+    :data:`captum_prune.pruned_gradient.PHASES`), plus ``"total"`` for the whole call."""
+    from captum_prune.pruned_gradient import PHASES
+
+    with _native_stderr_silenced():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            fn()
+            total = time.perf_counter() - start
+    found = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
+    phases = {p: found[f"PrunedGradient.{p}"] for p in PHASES if f"PrunedGradient.{p}" in found}
+    phases["total"] = total
+    return phases
 
 
 # ------------------------------------------------------------------ the benchmark
@@ -332,9 +377,10 @@ def run_benchmark(
                 methods = _methods_for(model, inputs, target, args)
                 log(f"{device} {model_name} batch {batch}: " + ", ".join(m[0] for m in methods))
                 results = compare([(n, f, r) for n, f, r, _ in methods], device)
-                for name, _, repeats, note in methods:
+                for name, fn, repeats, note in methods:
                     times, peak, cpu_times = results[name]
                     median = statistics.median(times)
+                    profiled = args.profile and device == "cpu" and name.startswith("PrunedGradient")
                     rows.append(
                         Measurement(
                             model=model_name,
@@ -348,6 +394,7 @@ def run_benchmark(
                             peak_extra_bytes=peak,
                             median_cpu_s=statistics.median(cpu_times),
                             note=note,
+                            phases_s=profile_phases(fn) if profiled else None,
                         )
                     )
                 if progress is not None:
@@ -418,6 +465,23 @@ def format_table(rows: Sequence[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def format_phase_table(rows: Sequence[Measurement]) -> str:
+    r"""A Markdown table of the profiled steps, in multiples of the Saliency median."""
+    from captum_prune.pruned_gradient import PHASES
+
+    columns = list(PHASES) + ["total"]
+    lines = [
+        "| device | model | batch | method | " + " | ".join(columns) + " |",
+        "|" + "---|" * (4 + len(columns)),
+    ]
+    for r in rows:
+        if r.phase_ratios is None:
+            continue
+        cells = " | ".join(_ratio(r.phase_ratios.get(c)) for c in columns)
+        lines.append(f"| {r.device} | {r.model} | {r.batch_size} | {r.method} | {cells} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ command line
 
 
@@ -455,6 +519,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ig", action="store_true", help="leave IntegratedGradients out")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads during the run, restored after it (default: torch's)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the steps of one PrunedGradient call under torch.profiler "
+                             "(CPU only), in multiples of Saliency")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and targets")
     parser.add_argument("--quick", action="store_true",
                         help="tiny preset for tests: resnet18, 32x32 input, batch 1 and 2, 2 repeats, cpu")
@@ -500,6 +567,8 @@ def _run_checked(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("json", "markdown")}
     rows = run_benchmark(args, progress=lambda rows: _write(args, info, settings, rows))
     print(format_table(rows))
+    if any(r.phase_ratios for r in rows):
+        print("\nSteps of one profiled call, x Saliency:\n" + format_phase_table(rows))
     _write(args, info, settings, rows)
     return 0
 
@@ -512,3 +581,5 @@ def _write(args: argparse.Namespace, info: dict, settings: dict, rows: List[Meas
         with open(args.markdown, "w") as out:
             details = ", ".join(f"{k}: {v}" for k, v in info.items())
             out.write(f"Machine: {details}\n\nSettings: {settings}\n\n{format_table(rows)}\n")
+            if any(r.phase_ratios for r in rows):
+                out.write(f"\nSteps of one profiled call, x Saliency:\n\n{format_phase_table(rows)}\n")

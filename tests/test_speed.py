@@ -56,6 +56,20 @@ def test_compare_rejects_zero_repeats():
         speed.compare([("a", lambda: None, 0)])
 
 
+def test_profile_phases_times_each_labelled_step():
+    def fake_call():
+        with torch.profiler.record_function("PrunedGradient.score"):
+            time.sleep(0.06)
+        with torch.profiler.record_function("PrunedGradient.select"):
+            time.sleep(0.02)
+        time.sleep(0.03)  # unlabelled: counts only in the total
+
+    phases = speed.profile_phases(fake_call)
+    assert set(phases) == {"score", "select", "total"}  # no pruned_pass range was entered
+    assert 0.06 <= phases["score"] < 1.0 and 0.02 <= phases["select"] < phases["score"]
+    assert phases["total"] >= phases["score"] + phases["select"] + 0.03
+
+
 def _row(method, batch, median, peak, model="m"):
     return speed.Measurement(
         model=model, device="cpu", batch_size=batch, method=method, repeats=1,
@@ -84,7 +98,8 @@ def quick_run(tmp_path_factory):
     # One thread: on a loaded 2-core machine, idle-waiting thread pools make tiny calls slow.
     threads = torch.get_num_threads()
     status = cli.main(
-        ["speed", "--quick", "--threads", "1", "--json", str(json_path), "--markdown", str(md_path)]
+        ["speed", "--quick", "--threads", "1", "--profile", "--json", str(json_path),
+         "--markdown", str(md_path)]
     )
     assert torch.get_num_threads() == threads  # restored after the run
     return status, json.loads(json_path.read_text()), md_path.read_text()
@@ -118,6 +133,21 @@ def test_quick_run_ratios_come_from_the_same_run(quick_run):
             assert row["cpu_ratio"] == pytest.approx(row["median_cpu_s"] / base["median_cpu_s"])
         if row["peak_extra_bytes"] is not None and base["peak_extra_bytes"]:
             assert row["memory_ratio"] == pytest.approx(row["peak_extra_bytes"] / base["peak_extra_bytes"])
+
+
+def test_quick_run_profiles_the_steps_of_pruned_gradient(quick_run):
+    _, report, markdown = quick_run
+    assert "Steps of one profiled call" in markdown
+    for row in report["rows"]:
+        if not row["method"].startswith("PrunedGradient"):
+            assert row["phases_s"] is None
+            continue
+        phases = row["phases_s"]
+        assert set(phases) == {"score", "select", "pruned_pass", "total"}
+        # The steps are disjoint parts of the one call.
+        assert sum(phases[k] for k in ("score", "select", "pruned_pass")) <= phases["total"]
+        base = next(r for r in report["rows"] if r["method"] == "Saliency" and r["batch_size"] == row["batch_size"])
+        assert row["phase_ratios"]["score"] == pytest.approx(phases["score"] / base["median_s"])
 
 
 @pytest.mark.parametrize(
