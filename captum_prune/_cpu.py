@@ -54,6 +54,15 @@ def compare(values: Tensor, op: str, other: Tensor) -> Tensor:
     return with_torch(values, other)
 
 
+def and_(mask: Tensor, other: Tensor) -> None:
+    r"""``mask &= other`` for bool tensors (numpy's on the CPU: safe in a pool's threads,
+    where a large torch op could start a thread team of its own)."""
+    if on_numpy(mask, other):
+        numpy.logical_and(mask.numpy(), other.numpy(), out=mask.numpy())
+    else:
+        mask &= other
+
+
 def clear_rows(mask: Tensor, rows: Tensor) -> None:
     r"""Sets every entry of the rows where the bool ``(N,)`` ``rows`` is True to False."""
     if on_numpy(mask, rows):

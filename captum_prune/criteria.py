@@ -153,6 +153,36 @@ def _score_writer(act: Tensor, score: Tensor, written: List[bool], call: int) ->
     return write
 
 
+def _lowest_layer_outputs(acts: List[Tensor]) -> List[Tensor]:
+    """The layer outputs that need a gradient and have no other layer output below them.
+
+    A backward to these reaches every layer output that affects the target (each one lies
+    above one of them) and stops there: nothing below the lowest layer calls (a ResNet's stem
+    convolution and BatchNorm, say) changes a score.
+    """
+    layer_nodes = {act.grad_fn for act in acts if act.grad_fn is not None}
+    return [
+        act
+        for act in acts
+        if act.requires_grad and act.grad_fn is not None
+        and not _reaches(act.grad_fn, layer_nodes)
+    ]
+
+
+def _reaches(start, nodes: set) -> bool:
+    """Whether a node of ``nodes`` lies below ``start`` in the autograd graph."""
+    stack = [fn for fn, _ in start.next_functions if fn is not None]
+    seen = set()
+    while stack:
+        fn = stack.pop()
+        if fn in nodes:
+            return True
+        if fn not in seen:
+            seen.add(fn)
+            stack.extend(f for f, _ in fn.next_functions if f is not None)
+    return False
+
+
 def taylor_scores(
     forward_func,
     hooks: NeuronHooks,
@@ -186,7 +216,9 @@ def taylor_scores(
                 # Write each score as soon as its gradient exists, so the gradients of all
                 # layers never have to be held at the same time.
                 act.register_hook(_score_writer(act.data, score, written, call))
-        torch.autograd.grad(values.sum(), inputs, allow_unused=True)
+        roots = _lowest_layer_outputs(acts)
+        if roots:
+            torch.autograd.grad(values.sum(), roots, allow_unused=True)
     for call, done in enumerate(written):
         if not done:  # no gradient reached this call: it cannot change the target
             scores[call] = torch.zeros(acts[call].shape, dtype=dtype, device=acts[call].device)

@@ -164,20 +164,21 @@ def _bracket(
     rows not in ``skip``."""
     skip_any = bool(skip.any())
 
-    def count(row: Tensor) -> Tuple[Tensor, Tensor, Tuple[Tensor, Tensor]]:
+    def count(row: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         inside = _cpu.compare(row, ">=", low)
         below = row.shape[1] - _cpu.count_rows(inside)
-        inside &= _cpu.compare(row, "<=", high)
+        _cpu.and_(inside, _cpu.compare(row, "<=", high))
         counts = _cpu.count_rows(inside)
         if skip_any:
             _cpu.clear_rows(inside, skip)
         flat = _cpu.nonzero_flat(inside)
-        return below, counts, (flat // row.shape[1], _cpu.take_flat(row, flat))
+        return below, counts, flat, _cpu.take_flat(row, flat)
 
     per_chunk = _cpu.map_chunks(count, rows, _on_cpu(rows))
     below = torch.stack([c[0] for c in per_chunk]).sum(dim=0)
     counts = torch.stack([c[1] for c in per_chunk]).sum(dim=0)
-    return below, counts, [c[2] for c in per_chunk]
+    # Row indices here, not in the pool: torch ops in its threads could start thread teams.
+    return below, counts, [(c[2] // row.shape[1], c[3]) for c, row in zip(per_chunk, rows)]
 
 
 def _on_cpu(rows: List[Tensor]) -> bool:

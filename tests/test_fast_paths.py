@@ -134,3 +134,49 @@ def test_channels_last_models_prune_the_same_neurons(resnet18):
     got, got_path = pg.attribute(x, target=[1, 2]), pg.pathway(x, target=[1, 2])
     assert all(torch.equal(a, b) for a, b in zip(got_path.masks, path.masks))
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-15)
+
+
+class _CountBackward(torch.autograd.Function):
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        _CountBackward.calls += 1
+        return grad
+
+
+class _TwoBranches(nn.Module):
+    """Two inputs, each through its own stem and ReLU; the stems count their backwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem1, self.stem2 = nn.Linear(5, 7), nn.Linear(4, 7)
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+        self.head = nn.Linear(7, 3)
+
+    def forward(self, x1, x2):
+        h1 = self.relu1(self.stem1(_CountBackward.apply(x1)))
+        h2 = self.relu2(self.stem2(_CountBackward.apply(x2)))
+        return self.head(self.relu3(h1 * h2 + h1))
+
+
+def test_scoring_backward_stops_at_the_lowest_layers_of_every_branch():
+    torch.manual_seed(4)
+    model = _TwoBranches().eval()
+    x1, x2 = torch.randn(3, 5), torch.randn(3, 4)
+    target = [0, 2, 1]
+    _CountBackward.calls = 0
+    PrunedGradient(model).attribute((x1, x2), target=target, sparsity=0.5)
+    assert _CountBackward.calls == 2  # the pruned pass's, one per input; none while scoring
+    # Both branches were scored all the same: |a * dy/da| of each ReLU output.
+    path = PrunedGradient(model).pathway((x1, x2), target=target, sparsity=0.5)
+    a1 = model.relu1(model.stem1(x1)).detach().requires_grad_()
+    a2 = model.relu2(model.stem2(x2)).detach().requires_grad_()
+    y = model.head(model.relu3(a1 * a2 + a1))
+    g1, g2 = torch.autograd.grad(y[range(3), target].sum(), (a1, a2))
+    torch.testing.assert_close(path.scores[0], (a1 * g1).abs())
+    torch.testing.assert_close(path.scores[1], (a2 * g2).abs())
