@@ -13,7 +13,6 @@ import numpy
 import torch
 from torch import Tensor
 
-T = TypeVar("T")
 R = TypeVar("R")
 
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.bool, torch.int64, torch.int32)
@@ -113,15 +112,23 @@ def nonzero_flat(mask: Tensor) -> Tensor:
     return mask.reshape(-1).nonzero().squeeze(1)
 
 
-def map_chunks(fn: Callable[[T], R], chunks: Sequence[T], on_cpu: bool) -> List[R]:
-    r"""``[fn(c) for c in chunks]``, spread over torch's intra-op thread count on the CPU.
+#: Mean elements per chunk from which a thread pool pays (measured: it halves the time of
+#: ResNet50's selection at batch 8, 1.6M per chunk, and slows it at batch 1, 0.2M).
+_POOL_MIN_ELEMENTS = 1 << 20
+
+
+def map_chunks(fn: Callable[[Tensor], R], chunks: Sequence[Tensor]) -> List[R]:
+    r"""``[fn(c) for c in chunks]``, spread over torch's intra-op thread count for large CPU
+    tensors.
 
     numpy runs one thread per call but releases the GIL inside its loops, so per-layer work
-    on CPU tensors (comparisons, counts) is spread over a pool that lives for this call only,
-    using the threads that torch would use for its own kernels.
+    on large CPU tensors (comparisons, counts) is spread over a pool that lives for this call
+    only, using the threads that torch would use for its own kernels. ``fn`` should run numpy,
+    not large torch ops, which could start thread teams of their own from the pool's threads.
     """
     threads = min(torch.get_num_threads(), len(chunks))
-    if not on_cpu or threads < 2:
+    large = sum(c.numel() for c in chunks) >= _POOL_MIN_ELEMENTS * len(chunks)
+    if threads < 2 or not large or chunks[0].device.type != "cpu":
         return [fn(chunk) for chunk in chunks]
     with ThreadPoolExecutor(threads, thread_name_prefix="captum-prune") as pool:
         return list(pool.map(fn, chunks))

@@ -174,20 +174,16 @@ def _bracket(
         flat = _cpu.nonzero_flat(inside)
         return below, counts, flat, _cpu.take_flat(row, flat)
 
-    per_chunk = _cpu.map_chunks(count, rows, _on_cpu(rows))
+    per_chunk = _cpu.map_chunks(count, rows)
     below = torch.stack([c[0] for c in per_chunk]).sum(dim=0)
     counts = torch.stack([c[1] for c in per_chunk]).sum(dim=0)
     # Row indices here, not in the pool: torch ops in its threads could start thread teams.
     return below, counts, [(c[2] // row.shape[1], c[3]) for c, row in zip(per_chunk, rows)]
 
 
-def _on_cpu(rows: List[Tensor]) -> bool:
-    return rows[0].device.type == "cpu"
-
-
 def _greater(rows: List[Tensor], threshold: Tensor) -> List[Tensor]:
     """``row > threshold`` for every chunk (``threshold`` is ``(N, 1)``)."""
-    return _cpu.map_chunks(lambda row: _cpu.compare(row, ">", threshold), rows, _on_cpu(rows))
+    return _cpu.map_chunks(lambda row: _cpu.compare(row, ">", threshold), rows)
 
 
 def reference_threshold(scores: Scores, sparsity: float) -> Tensor:

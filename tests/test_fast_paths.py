@@ -50,6 +50,10 @@ def test_torch_path_attributes_as_the_numpy_path(resnet18, monkeypatch):
 def test_thread_count_does_not_change_the_selection(monkeypatch):
     monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
     monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
+    monkeypatch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1)  # pool these small chunks too
+    pools = []
+    executor = _cpu.ThreadPoolExecutor
+    monkeypatch.setattr(_cpu, "ThreadPoolExecutor", lambda *a, **k: pools.append(a) or executor(*a, **k))
     chunks = _chunks(1, n_rows=4)
     threads = torch.get_num_threads()
     try:
@@ -59,6 +63,7 @@ def test_thread_count_does_not_change_the_selection(monkeypatch):
         pooled = reference_keep(chunks, 0.8), order_statistics(chunks, [1200, 1201])
     finally:
         torch.set_num_threads(threads)
+    assert pools and all(a[0] == 3 for a in pools)  # only the 3-thread calls used a pool
     assert all(torch.equal(a, b) for a, b in zip(serial[0], pooled[0]))
     assert torch.equal(serial[1], pooled[1])
 
