@@ -80,8 +80,8 @@ def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
     A full sort or ``kthvalue`` of millions of pooled scores per example is slow, so long
     rows go through a bracket: a fixed random sample of columns gives, per row, a value
     range that should hold the wanted ranks; one counting pass confirms it and collects the
-    few values inside it (about 1%), and only those are sorted. If the bracket misses (it
-    practically never does), the answer falls out exactly anyway.
+    few values inside it (about 1%), and one partition of those places the wanted ranks. If
+    the bracket misses (it practically never does), the answer falls out exactly anyway.
 
     Args:
 
@@ -104,8 +104,10 @@ def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
     margin = _MARGIN_SDS * math.sqrt(_SAMPLE * fraction * (1 - fraction)) + 16
     low_at = min(math.floor(fraction * (_SAMPLE - 1) - margin), _SAMPLE - 1)
     high_at = max(math.ceil(last / (n - 1) * (_SAMPLE - 1) + margin), 0)
-    inner = torch.tensor([[at for at in (low_at, high_at) if 0 <= at < _SAMPLE]])
-    quantiles = _cpu.ranked(sample, inner.expand(sample.shape[0], -1).to(device))
+    inner = [at for at in (low_at, high_at) if 0 <= at < _SAMPLE]
+    if inner:
+        positions = torch.tensor([inner], device=device).expand(sample.shape[0], -1)
+        quantiles = _cpu.ranked(sample, positions)
     unbounded = torch.full((sample.shape[0], 1), math.inf, dtype=dtype, device=device)
     low = quantiles[:, :1] if low_at >= 0 else -unbounded
     high = quantiles[:, -1:] if high_at < _SAMPLE else unbounded
