@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from captum_prune._forward import forward_with_target
 from captum_prune.hooks import NeuronHooks
+from captum_prune.selection import promoted_dtype
 
 CRITERIA = ("taylor", "integrated_gradients", "random")
 
@@ -99,10 +100,8 @@ def check_same_calls(expected: List[int], hooks: NeuronHooks) -> None:
 
 
 def _score_dtype(activations: List[Tensor]) -> torch.dtype:
-    """One dtype for all scores, so that they are compared on one scale."""
-    dtype = activations[0].dtype
-    for act in activations[1:]:
-        dtype = torch.promote_types(dtype, act.dtype)
+    """One floating dtype for all scores, so that they are compared on one scale."""
+    dtype = promoted_dtype(activations)
     return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 

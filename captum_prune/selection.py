@@ -54,10 +54,11 @@ def _like(scores: Scores, masks: List[Tensor]) -> Union[Tensor, List[Tensor]]:
     return [m.view(c.shape) for m, c in zip(masks, scores)]
 
 
-def _dtype(rows: List[Tensor]) -> torch.dtype:
-    dtype = rows[0].dtype
-    for row in rows[1:]:
-        dtype = torch.promote_types(dtype, row.dtype)
+def promoted_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    r"""The dtype all of ``tensors`` promote to: the one scale scores are compared on."""
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
     return dtype
 
 
@@ -92,7 +93,7 @@ def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
         Tensor: ``(N, len(ranks))`` values, in the scores' (promoted) dtype.
     """
     rows = _rows(scores)
-    n, dtype = _width(rows), _dtype(rows)
+    n, dtype = _width(rows), promoted_dtype(rows)
     device = rows[0].device
     wanted = torch.tensor(list(ranks), device=device)
     if n <= _SORT_LIMIT:
@@ -228,7 +229,7 @@ def reference_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor
     rows = _rows(scores)
     if sparsity == 0:
         return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
-    tau = reference_threshold(rows, sparsity).to(_dtype(rows)).unsqueeze(1)
+    tau = reference_threshold(rows, sparsity).to(promoted_dtype(rows)).unsqueeze(1)
     return _like(scores, _greater(rows, tau))
 
 
