@@ -42,7 +42,9 @@ class PrunedGradient(GradientAttribution):
     ``|activation x gradient|``) this is the paper's NeuronMCT pathway gradient, and the
     default selection reproduces the authors' code exactly.
 
-    Cost: two forward and two backward passes (``"taylor"``), batched over examples.
+    Cost: two forward and two backward passes (``"taylor"``), batched over examples. In
+    ``torch.profiler`` traces a call shows as the ranges ``PrunedGradient.score``,
+    ``PrunedGradient.select`` and ``PrunedGradient.pruned_pass``.
 
     The attribution is the raw, signed gradient (as ``Saliency(abs=False)``); it is not
     multiplied by the input. The model, its parameters, buffers, hooks, train/eval flags and
