@@ -1,8 +1,16 @@
 """Shared fixtures: small seeded models, built once per session (random weights, eval mode)."""
+import os
+
 import pytest
 import torch
 import torchvision
 from torch import nn
+
+# One torch thread unless asked otherwise: the test models are tiny, and on a busy 2-core machine
+# OpenMP threads waiting on each other made single tests 25x slower. Tests that need more
+# threads set them themselves and restore this value.
+torch.set_num_threads(int(os.environ.get("CAPTUM_PRUNE_TEST_THREADS", "1")))
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("CAPTUM_PRUNE_TEST_THREADS", "1"))
 
 
 class BiasFreeNet(nn.Module):
