@@ -19,21 +19,25 @@ MODULES = (
     "captum_prune.criteria",
     "captum_prune.selection",
     "captum_prune.hooks",
+    "captum_prune._shared",
     "captum_prune.evaluation",
     "captum_prune.evaluation._explain",
     "captum_prune.evaluation.sanity",
     "captum_prune.evaluation.perturbation",
     "captum_prune.evaluation.roar",
     "captum_prune.evaluation.localisation",
-    "captum_prune.data",
-    "captum_prune.models",
-    "captum_prune.training",
-    "captum_prune.insights",
-    "captum_prune.speed",
-    "captum_prune.methods",
-    "captum_prune.demo",
-    "captum_prune.benchmark",
-    "captum_prune.report",
+    "captum_prune.zoo.data",
+    "captum_prune.zoo.models",
+    "captum_prune.zoo.training",
+    "captum_prune.integrations.insights",
+    "captum_prune.cli",
+    "captum_prune.cli.methods",
+    "captum_prune.cli.results",
+    "captum_prune.cli.report",
+    "captum_prune.cli.demo",
+    "captum_prune.cli.benchmark",
+    "captum_prune.cli.speed",
+    "captum_prune.cli.insights",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the
@@ -43,7 +47,7 @@ NOT_RUNNABLE = {}
 
 #: Examples that train the default digits model (about a minute) unless it is cached; they
 #: run only where the cache already holds it.
-NEEDS_TRAINED_MODEL = {"captum_prune.training.load_default_model"}
+NEEDS_TRAINED_MODEL = {"captum_prune.zoo.training.load_default_model"}
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -71,7 +75,7 @@ CASES = _collect()
 
 
 def _default_model_cached() -> bool:
-    from captum_prune.training import DigitsRecipe, default_cache_dir
+    from captum_prune.zoo.training import DigitsRecipe, default_cache_dir
 
     key = DigitsRecipe().key()
     return any(default_cache_dir().glob(f"*{key}*"))

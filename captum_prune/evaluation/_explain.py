@@ -6,11 +6,14 @@ definitions.
 """
 
 import math
+import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from captum_prune._shared import check_int, is_int
 
 #: An attribution method instance (anything with ``.attribute(inputs, target=..., **kw)``,
 #: e.g. ``Saliency(model)``) or a plain callable ``f(inputs, target, **kw) -> attributions``.
@@ -148,20 +151,16 @@ def check_fractions(fractions: Any, name: str = "fractions") -> List[float]:
 
 
 def check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
+    return check_int("batch_size", batch_size, minimum=1)
 
 
 def as_target(target: TargetType, n: int, device: torch.device) -> Optional[Tensor]:
     r"""Returns ``target`` as a LongTensor of shape ``N`` (``None`` stays ``None``)."""
     if target is None:
         return None
-    if isinstance(target, bool):
-        raise ValueError(f"target must be an int, a sequence of ints or a tensor, got {target!r}")
-    if isinstance(target, int):
+    if is_int(target):
         return torch.full((n,), target, dtype=torch.long, device=device)
-    t = torch.as_tensor(target, device=device)
+    t = torch.as_tensor(target, device=device)  # a bool becomes a bool tensor: refused below
     if t.dtype.is_floating_point or t.dtype == torch.bool:
         raise ValueError(f"target must hold integer class indices, got dtype {t.dtype}")
     t = t.long().reshape(-1)
@@ -170,12 +169,6 @@ def as_target(target: TargetType, n: int, device: torch.device) -> Optional[Tens
     if t.numel() != n:
         raise ValueError(f"target must have one entry per example ({n}), got {t.numel()}")
     return t
-
-
-def predicted_class(model: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int) -> Tensor:
-    r"""The arg-max class of ``model`` for every input, computed in batches without gradients."""
-    with torch.no_grad():
-        return torch.cat([model(inputs[s]).argmax(dim=1) for s in batches(len(inputs), batch_size)])
 
 
 def batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -194,18 +187,18 @@ def progress_bar(iterable: Iterable, enabled: bool, desc: str, total: Optional[i
 
 def mean_std(values: np.ndarray, axis: int = 0):
     r"""
-    NaN-ignoring mean and sample standard deviation (ddof=1; 0 where only one value is
-    finite) along ``axis``.
+    Mean and sample standard deviation (ddof=1; 0 where only one value is finite) along
+    ``axis``, ignoring NaN and infinite values (numpy's ``nanmean`` and ``nanstd``).
     """
     values = np.asarray(values, dtype=np.float64)
+    values = np.where(np.isfinite(values), values, np.nan)
     finite = np.isfinite(values).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nansum(np.where(np.isfinite(values), values, 0.0), axis=axis) / finite
-        sq = np.where(np.isfinite(values), (values - np.expand_dims(mean, axis)) ** 2, 0.0)
-        var = np.sum(sq, axis=axis) / np.maximum(finite - 1, 1)
-    mean = np.where(finite > 0, mean, np.nan)
-    std = np.where(finite > 0, np.sqrt(var), np.nan)
-    return mean, std
+    with warnings.catch_warnings():
+        # All-NaN slices and single values give NaN, with a warning: handled below.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=axis)
+        std = np.nanstd(values, axis=axis, ddof=1)
+    return mean, np.where(finite == 1, 0.0, std)
 
 
 def trapezoid_auc(x: Sequence[float], y: Sequence[float]) -> float:

@@ -11,6 +11,7 @@ from typing import Any, Dict
 import torch
 from torch import Tensor
 
+from captum_prune._shared import is_number
 from captum_prune.evaluation._explain import jsonable, mean_std, reduce_channels
 
 PARTS = {"positive": "max_positive", "abs": "max_abs"}
@@ -198,7 +199,7 @@ def pointing_game(
         >>> set(result.values.tolist()) <= {0.0, 1.0}
         True
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+    if not is_number(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}")
     maps, masks = _prepare(attributions, object_masks, part)
     n, h, w = maps.shape

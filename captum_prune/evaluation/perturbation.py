@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_prune._shared import is_number, predict
 from captum_prune.evaluation._explain import (
     TargetType,
     as_target,
@@ -25,7 +26,6 @@ from captum_prune.evaluation._explain import (
     check_map_matches,
     jsonable,
     mean_std,
-    predicted_class,
     progress_bar,
     reduce_channels,
     summary,
@@ -49,9 +49,7 @@ def resolve_baseline(baseline: BaselineType, images: Tensor) -> Tensor:
     n, c = images.shape[:2]
     if baseline is None:
         return images.detach().mean(dim=(0, 2, 3)).view(1, c, 1, 1)
-    if isinstance(baseline, bool):
-        raise ValueError(f"baseline must be None, a number or a tensor, got {baseline!r}")
-    if isinstance(baseline, (int, float)):
+    if is_number(baseline):
         return torch.full((1, c, 1, 1), float(baseline), dtype=images.dtype, device=images.device)
     if not isinstance(baseline, Tensor):
         raise ValueError(
@@ -311,7 +309,7 @@ def pixel_perturbation(
     n = len(inputs)
     target = as_target(target, n, inputs.device)
     if target is None:
-        target = predicted_class(model, inputs, batch_size)
+        target = predict(model, inputs, batch_size)
     base = resolve_baseline(baseline, inputs)
     counts = [n_removed(f, inputs.shape[-2] * inputs.shape[-1]) for f in fractions]
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_prune._shared import is_int, predict
 from captum_prune.evaluation._explain import (
     batches,
     check_batch_size,
@@ -75,12 +76,8 @@ class RoarResult:
 def accuracy(model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
              batch_size: int = 256) -> float:
     r"""Share of ``images`` whose arg-max prediction equals ``labels`` (no gradients)."""
-    correct = 0
-    with torch.no_grad():
-        for rows in batches(len(images), batch_size):
-            pred = model(images[rows]).argmax(dim=1)
-            correct += int((pred == labels[rows].to(pred.device)).sum())
-    return correct / len(images)
+    predicted = predict(model, images, batch_size)
+    return int((predicted == labels.to(predicted.device)).sum()) / len(images)
 
 
 def _check_labels(labels: Any, images: Tensor, name: str) -> Tensor:
@@ -187,7 +184,7 @@ def remove_and_retrain(
         raise TypeError(f"train_fn must be callable, got {type(train_fn).__name__}")
     fractions = check_fractions(fractions)
     seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+    if not seeds or any(not is_int(s) for s in seeds):
         raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
     batch_size = check_batch_size(batch_size)
     # One replacement value for train and test: the (unmodified) training-set statistic.

@@ -17,6 +17,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
+from captum_prune._shared import check_int, is_int, predict
 from captum_prune.evaluation._explain import (
     TargetType,
     as_target,
@@ -25,7 +26,6 @@ from captum_prune.evaluation._explain import (
     bind,
     check_batch_size,
     jsonable,
-    predicted_class,
     progress_bar,
     reduce_channels,
     summary,
@@ -250,12 +250,10 @@ def cascading_randomization(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, Tensor) or inputs.dim() < 3:
         raise ValueError("inputs must be a tensor of shape N x C x H x W")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     if not isinstance(init_std, (int, float)) or init_std <= 0:
         raise ValueError(f"init_std must be a positive number, got {init_std!r}")
-    if (isinstance(ssim_win_size, bool) or not isinstance(ssim_win_size, int)
-            or ssim_win_size < 3 or ssim_win_size % 2 == 0):
+    if not is_int(ssim_win_size) or ssim_win_size < 3 or ssim_win_size % 2 == 0:
         raise ValueError(f"ssim_win_size must be an odd int >= 3, got {ssim_win_size!r}")
     batch_size = check_batch_size(batch_size)
     kwargs = dict(attribute_kwargs or {})
@@ -264,7 +262,7 @@ def cascading_randomization(
     groups = _stage_groups(net, layer_order)
     target = as_target(target, len(inputs), inputs.device)
     if target is None:
-        target = predicted_class(net, inputs, batch_size)
+        target = predict(net, inputs, batch_size)
     generator = torch.Generator().manual_seed(seed)
 
     reference = _maps(bind(explain, net), inputs, target, kwargs, batch_size)

@@ -20,9 +20,9 @@ if not REQUIRED:
         reason="Captum Insights needs captum 0.8 in its own environment: run .ci/insights",
     )
 
-from captum_prune import insights
-from captum_prune.data import make_digits_canvas
-from captum_prune.training import load_default_model
+from captum_prune.integrations import insights
+from captum_prune.zoo.data import make_digits_canvas
+from captum_prune.zoo.training import load_default_model
 
 if REQUIRED:
     from playwright.sync_api import sync_playwright

@@ -19,11 +19,12 @@ if not REQUIRED:
     )
 
 from captum.insights.attr_vis import config, features
-from captum_prune import PrunedGradient, insights
+from captum_prune import PrunedGradient
+from captum_prune.integrations import insights
 from captum_prune.cli import main as cli_main
 from captum_prune.criteria import CRITERIA
-from captum_prune.data import make_digits_canvas
-from captum_prune.models import build_digits_model
+from captum_prune.zoo.data import make_digits_canvas
+from captum_prune.zoo.models import build_digits_model
 
 # Captum's own warnings on the Insights path (it passes inputs without requires_grad).
 pytestmark = [

@@ -2,23 +2,29 @@ r"""
 ``captum-prune demo``: PrunedGradient next to Captum's baselines on the embedded digits model.
 
 Trains (about a minute on two CPU cores, then cached) or loads the default
-:class:`~captum_prune.models.DigitsResNet`, explains a few test images with every method,
+:class:`~captum_prune.zoo.models.DigitsResNet`, explains a few test images with every method,
 writes a comparison figure and prints localisation scores and time per image.
 """
 import argparse
-import contextlib
-from pathlib import Path
 import sys
 import time
-import warnings
-from typing import Dict, Iterator, List, Optional
+from pathlib import Path
+from typing import Dict, List
 
 import torch
 from torch import Tensor
 
-from captum_prune.cli import CommandError
+from captum_prune.cli._common import (
+    check_output_folder,
+    check_seed,
+    check_sparsity,
+    quiet_captum,
+    resolve_device,
+    torch_threads,
+)
+from captum_prune.cli.errors import CommandError
+from captum_prune.cli.methods import COMPARISON_SPARSITY
 
-DEFAULT_SPARSITY = 0.8
 DEFAULT_OUT = "captum-prune-demo"
 
 
@@ -26,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r"""Adds the demo's options to ``parser``."""
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY,
+    parser.add_argument("--sparsity", type=float, default=COMPARISON_SPARSITY,
                         help="share of neurons PrunedGradient prunes, in [0, 1) "
-                        f"(default: {DEFAULT_SPARSITY})")
+                        f"(default: {COMPARISON_SPARSITY})")
     parser.add_argument("--n-images", type=int, default=6,
                         help="test images to explain (default: 6)")
     parser.add_argument("--methods", default=None,
@@ -45,42 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: 1, best for the small digits "
                         "model; 0 leaves torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-@contextlib.contextmanager
-def torch_threads(n: Optional[int]) -> Iterator[None]:
-    r"""Runs the block with ``n`` torch CPU threads (``None`` or 0: unchanged), then restores."""
-    if n is None or n == 0:
-        yield
-        return
-    if n < 0:
-        raise CommandError(f"--threads must be positive (or 0 for torch's choice), got {n}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def resolve_device(name: str) -> torch.device:
-    r"""``--device`` as a :class:`torch.device`; ``auto`` picks CUDA when available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"--device: unknown device {name!r}; use cpu, cuda, cuda:N or auto")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def check_sparsity(value: float) -> float:
-    r"""Validates ``--sparsity``."""
-    if not 0.0 <= value < 1.0:
-        raise CommandError(f"--sparsity must be in [0, 1), got {value}")
-    return value
 
 
 def _pick_images(labels: Tensor, predicted: Tensor, n: int, seed: int) -> Tensor:
@@ -106,44 +76,38 @@ def _pick_images(labels: Tensor, predicted: Tensor, n: int, seed: int) -> Tensor
 
 def run(args: argparse.Namespace) -> int:
     r"""Runs the demo; returns the exit status."""
-    with torch_threads(args.threads):
+    with torch_threads(args.threads), quiet_captum():
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from captum_prune.data import make_digits_canvas
+    from captum_prune._shared import atomic_write, predict
+    from captum_prune.cli.methods import DEMO_METHODS, build_methods, parse_methods
+    from captum_prune.cli.report import map_grid_figure, markdown_table, save_figure
     from captum_prune.evaluation import attribution_mass_in_box, boxes_to_masks, pointing_game
-    from captum_prune.methods import DEMO_METHODS, build_methods, parse_methods
-    from captum_prune.report import atomic_write, map_grid_figure, markdown_table, save_figure
-    from captum_prune.training import load_default_model
+    from captum_prune.zoo import training
+    from captum_prune.zoo.data import make_digits_canvas
 
     sparsity = check_sparsity(args.sparsity)
     if args.n_images < 1 or args.n_images > 32:
         raise CommandError(f"--n-images must be between 1 and 32, got {args.n_images}")
-    if args.seed < 0:
-        raise CommandError(f"--seed must be non-negative, got {args.seed}")
+    check_seed(args.seed)
     try:
         names = parse_methods(args.methods, default=DEMO_METHODS)
     except ValueError as error:
-        raise CommandError(str(error).replace("methods:", "--methods:"))
+        raise CommandError(str(error).replace("methods:", "--methods:")) from None
     device = resolve_device(args.device)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {out} exists and is not a folder")
+    check_output_folder(out)
     progress = not args.no_progress
-    # Captum warns on every call about inputs that need no gradient; it is noise here.
-    warnings.filterwarnings("ignore", module=r"captum\..*")
-    warnings.filterwarnings("ignore", message=r".*(backward hook|inplace|detach).*")
 
     start = time.perf_counter()
-    model, info = load_default_model(progress=progress)
+    model, info = training.load_default_model(progress=progress)
     model = model.to(device).eval()
     test = make_digits_canvas("test")
-    with torch.no_grad():
-        predicted = torch.cat([model(test.images[s:s + 256].to(device)).argmax(1).cpu()
-                               for s in range(0, len(test), 256)])
+    predicted = predict(model, test.images, device=device).cpu()
     idx = _pick_images(test.labels, predicted, args.n_images, args.seed)
     x = test.images[idx].to(device)
     target = test.labels[idx].to(device)

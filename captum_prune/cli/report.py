@@ -1,6 +1,9 @@
 r"""
-Writing what ``captum-prune demo`` and ``captum-prune benchmark`` produce: atomic files,
-the grid of attribution maps, curve plots, Markdown tables and a self-contained HTML report.
+Writing what ``captum-prune demo`` and ``captum-prune benchmark`` produce: the grid of
+attribution maps, curve plots, Markdown tables and a self-contained HTML report (from the
+template ``templates/report.html``). The benchmark's tables and plots are read from its
+:class:`~captum_prune.cli.results.BenchmarkResults`; files are written atomically
+(:func:`captum_prune._shared.atomic_write`).
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot), so no
 display or GUI backend is needed.
@@ -9,53 +12,35 @@ import base64
 import html
 import json
 import math
-import os
+from importlib import resources
 from pathlib import Path
-import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from string import Template
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from captum_prune._shared import PathLike, atomic_write, is_int
+from captum_prune.cli.results import SANITY_PASS_BELOW, BenchmarkResults
+
 __all__ = [
-    "atomic_write",
+    "write_json",
     "save_figure",
     "map_grid_figure",
     "curves_figure",
+    "bars_figure",
     "markdown_table",
     "write_html_report",
     "format_number",
+    "benchmark_tables",
+    "write_benchmark_figures",
+    "write_benchmark_markdown",
+    "write_benchmark_html",
+    "summary_text",
 ]
 
-PathLike = Union[str, os.PathLike]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def atomic_write(path: PathLike, data: Union[str, bytes]) -> Path:
-    r"""
-    Writes ``data`` to ``path`` through a temporary file in the same folder and
-    :func:`os.replace`, so readers never see a half-written file.
-
-    Args:
-        path (str or PathLike): Destination; its folder must exist.
-        data (str or bytes): Text (written as UTF-8) or bytes.
-
-    Returns:
-        Path: ``path``.
-    """
-    path = Path(path)
-    blob = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def write_json(path: PathLike, obj: Any) -> Path:
@@ -196,7 +181,7 @@ def format_number(value: Any, digits: int = 3) -> str:
     r"""A float with ``digits`` decimals; ``"n/a"`` for None or NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value) or isinstance(value, np.integer):
         return str(int(value))
     return f"{float(value):.{digits}f}"
 
@@ -209,15 +194,22 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _escape_all(template: Template, **values: Any) -> str:
+    return template.substitute({k: html.escape(str(v)) for k, v in values.items()})
+
+
+_TABLE = Template("<table><thead><tr>$head</tr></thead><tbody>$body</tbody></table>")
+_FIGURE = Template('<figure><img src="$src" alt="$name" data-file="$name">'
+                   "<figcaption>$caption</figcaption></figure>")
+
+
 def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(
-            f"<td>{html.escape(c if isinstance(c, str) else format_number(c))}</td>" for c in row
-        ) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    def cells(tag: str, values: Sequence[Any]) -> str:
+        return "".join(f"<{tag}>{html.escape(v if isinstance(v, str) else format_number(v))}"
+                       f"</{tag}>" for v in values)
+
+    return _TABLE.substitute(head=cells("th", headers),
+                             body="".join(f"<tr>{cells('td', row)}</tr>" for row in rows))
 
 
 def _data_uri(png_path: Path) -> str:
@@ -227,16 +219,9 @@ def _data_uri(png_path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(blob).decode("ascii")
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}td{white-space:nowrap}
-th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.6em;overflow:auto}
-"""
+def _page_template() -> Template:
+    text = resources.files("captum_prune.cli").joinpath("templates/report.html").read_text("utf-8")
+    return Template(text)
 
 
 def write_html_report(
@@ -246,8 +231,9 @@ def write_html_report(
     intro: str = "",
 ) -> Path:
     r"""
-    Writes a self-contained HTML page: every figure is embedded as a base64 ``data:`` URI,
-    so the file opens anywhere without its folder.
+    Writes a self-contained HTML page (the template ``templates/report.html`` of this package):
+    every figure is embedded as a base64 ``data:`` URI, so the file opens anywhere without its
+    folder.
 
     Args:
         path (str or PathLike): The ``.html`` file to write (atomically).
@@ -260,14 +246,7 @@ def write_html_report(
     Returns:
         Path: ``path``.
     """
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    if intro:
-        parts.append(f"<p>{html.escape(intro)}</p>")
+    parts = []
     for section in sections:
         parts.append(f"<h2>{html.escape(section['title'])}</h2>")
         if section.get("text"):
@@ -276,15 +255,15 @@ def write_html_report(
             parts.append(_html_table(*section["table"]))
         for png, caption in section.get("figures", ()):
             png = Path(png)
-            parts.append(
-                f'<figure><img src="{_data_uri(png)}" alt="{html.escape(png.name)}" '
-                f'data-file="{html.escape(png.name)}">'
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
+            parts.append(_escape_all(_FIGURE, src=_data_uri(png), name=png.name, caption=caption))
         if section.get("pre"):
             parts.append(f"<pre>{html.escape(section['pre'])}</pre>")
-    parts.append("</body></html>\n")
-    return atomic_write(path, "\n".join(parts))
+    page = _page_template().substitute(
+        title=html.escape(title),
+        intro=f"<p>{html.escape(intro)}</p>" if intro else "",
+        sections="\n".join(parts),
+    )
+    return atomic_write(path, page)
 
 
 # --------------------------------------------------------------------------- benchmark output
@@ -326,46 +305,39 @@ def _pm(mean: Any, std: Any, digits: int = 3) -> str:
     return format_number(mean, digits) + ("" if std is None else f" ± {format_number(std, digits)}")
 
 
-def _mean_randomised(sanity: Mapping[str, Any]) -> Optional[float]:
-    r"""Mean Spearman correlation of |map| over the randomised stages (stage 0 left out)."""
-    if sanity.get("mean_spearman_abs_randomised") is not None:
-        return sanity["mean_spearman_abs_randomised"]
-    later = [v for v in sanity["spearman_abs"]["mean"][1:] if v is not None]
-    return float(np.mean(later)) if later else None
-
-
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:g}%"
 
 
-def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
+def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
     r"""
-    The tables of a benchmark ``results.json`` document, shared by the Markdown and HTML
-    writers: a list of ``{"title", "text", "headers", "rows", "figures"}``.
+    The tables of a benchmark's results, shared by the Markdown and HTML writers: a list of
+    ``{"title", "text", "headers", "rows", "figures"}``.
     """
-    names = document["methods"]
+    names = results.methods
     tables: List[Dict[str, Any]] = []
-    sanity = document.get("sanity")
-    perturbation = document.get("pixel_perturbation")
-    roar = document.get("roar")
-    local = document.get("localisation", {})
-    seconds = document.get("map_seconds_per_image", {})
+    sanity = results.sanity
+    perturbation = results.pixel_perturbation
+    roar = results.roar
+    local = results.localisation
+    seconds = results.map_seconds_per_image
+    boxes = local is not None and local.skipped is None
 
     summary_rows = []
     for name in names:
-        row = [name]
+        row: List[Any] = [name]
         if perturbation:
-            row += [format_number(perturbation[m][name]["auc"], 4) for m in ("lerf", "morf")]
+            row += [format_number(perturbation.curves(m)[name].auc, 4) for m in ("lerf", "morf")]
         if roar:
-            row.append(roar["methods"][name]["auc"])
+            row.append(roar.methods[name].auc)
         if sanity:
-            s = sanity["methods"][name]
-            verdict = "pass" if s["passed"] else "FAIL"
-            row.append(f"{format_number(s['final_spearman_abs'])} ({verdict})")
-            row.append(format_number(_mean_randomised(s)))
-        if local.get("methods"):
-            m = local["methods"][name]
-            row += [m["mass_in_box"]["mean"], m["pointing_game"]["mean"]]
+            s = sanity.methods[name]
+            verdict = "pass" if s.passed else "FAIL"
+            row.append(f"{format_number(s.final_spearman_abs)} ({verdict})")
+            row.append(format_number(s.mean_spearman_abs_randomised))
+        if boxes:
+            m = local.methods[name]
+            row += [m.mass_in_box.mean, m.pointing_game.mean]
         row.append(f"{1000 * seconds.get(name, float('nan')):.1f}")
         summary_rows.append(row)
     headers = ["method"]
@@ -376,90 +348,83 @@ def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
     if sanity:
         headers += ["sanity: Spearman |map| fully randomised",
                     "sanity: mean Spearman |map| over stages"]
-    if local.get("methods"):
+    if boxes:
         headers += ["mass in box", "pointing game"]
     headers.append("ms / image")
+    pass_below = sanity.pass_below if sanity else SANITY_PASS_BELOW
     tables.append({"title": "Summary", "headers": headers, "rows": summary_rows,
                    "figures": ["maps.png"],
                    "text": "AUCs are trapezoids in fraction units (LeRF/MoRF over 0-10% of the "
                            "pixels, ROAR over 0-90%). A method passes the sanity check when, with "
                            "every block randomised, the mean Spearman correlation of its |map| "
-                           "with the trained model's map is below "
-                           f"{sanity['pass_below'] if sanity else SANITY_DEFAULT}; the mean over "
+                           f"with the trained model's map is below {pass_below}; the mean over "
                            "all randomisation stages shows how early the maps react (lower is "
                            "better)."})
 
     if perturbation:
-        fractions = perturbation["fractions"]
         for mode, text in (("lerf", "least relevant first: lower is better"),
                            ("morf", "most relevant first: higher is better")):
-            rows = []
-            for name in names:
-                r = perturbation[mode][name]
-                rows.append([name] + [_pm(m, s) for m, s in zip(r["mean"], r["std"])]
-                            + [format_number(r["auc"], 4)])
+            curves = perturbation.curves(mode)
+            rows = [[name] + [_pm(m, s) for m, s in zip(curves[name].mean, curves[name].std)]
+                    + [format_number(curves[name].auc, 4)] for name in names]
             tables.append({
                 "title": f"Pixel perturbation, {mode.upper()}",
                 "text": f"Absolute fractional change of the target's softmax probability after "
                         f"removing pixels ({text}); mean ± std over "
-                        f"{perturbation[mode][names[0]]['n_examples']} test images.",
-                "headers": ["method"] + [_percent(f) for f in fractions] + ["AUC"],
+                        f"{curves[names[0]].n_examples} test images.",
+                "headers": ["method"] + [_percent(f) for f in perturbation.fractions] + ["AUC"],
                 "rows": rows, "figures": [f"{mode}.png"],
             })
     if roar:
         rows = [[name] + [_pm(100 * m, None if s is None else 100 * s, 1) for m, s in
-                          zip(roar["methods"][name]["mean"], roar["methods"][name]["std"])]
-                + [roar["methods"][name]["auc"]] for name in names]
+                          zip(roar.methods[name].mean, roar.methods[name].std)]
+                + [roar.methods[name].auc] for name in names]
         tables.append({
             "title": "ROAR (remove and retrain)",
             "text": f"Test accuracy (%) after removing the top pixels and retraining from "
-                    f"scratch; mean ± std over seeds {roar['seeds']}, {roar['epochs']} epochs on "
-                    f"{roar['n_train']} train images, {roar['n_test']} test images"
-                    + (f"; retrained model: {roar['retrained_model']}"
-                       if roar.get("retrained_model") else "")
+                    f"scratch; mean ± std over seeds {roar.seeds}, {roar.epochs} epochs on "
+                    f"{roar.n_train} train images, {roar.n_test} test images"
+                    + (f"; retrained model: {roar.retrained_model}"
+                       if roar.retrained_model else "")
                     + ". Lower is better.",
-            "headers": ["method"] + [_percent(f) for f in roar["fractions"]] + ["AUC"],
+            "headers": ["method"] + [_percent(f) for f in roar.fractions] + ["AUC"],
             "rows": rows, "figures": ["roar.png"],
         })
     if sanity:
-        stages = sanity["stages"]
-        rows = []
-        for name in names:
-            s = sanity["methods"][name]
-            rows.append([name] + [format_number(v, 2) for v in s["spearman_abs"]["mean"]]
-                        + ["pass" if s["passed"] else "FAIL"])
+        rows = [[name] + [format_number(v, 2) for v in sanity.methods[name].spearman_abs["mean"]]
+                + ["pass" if sanity.methods[name].passed else "FAIL"] for name in names]
         tables.append({
             "title": "Sanity check (cascading randomisation)",
             "text": "Mean Spearman rank correlation of |map| with the trained model's map after "
                     "randomising the blocks cumulatively from the output; lower means the map "
                     "depends on the model.",
-            "headers": ["method"] + stages + ["outcome"], "rows": rows,
+            "headers": ["method"] + sanity.stages + ["outcome"], "rows": rows,
             "figures": ["sanity_spearman_abs.png", "sanity_ssim.png"],
         })
-    if local.get("methods"):
-        rows = [[name, _pm(local["methods"][name]["mass_in_box"]["mean"],
-                           local["methods"][name]["mass_in_box"]["std"]),
-                 local["methods"][name]["pointing_game"]["mean"]] for name in names]
+    if boxes:
+        rows = [[name, _pm(local.methods[name].mass_in_box.mean,
+                           local.methods[name].mass_in_box.std),
+                 local.methods[name].pointing_game.mean] for name in names]
         tables.append({
             "title": "Localisation", "headers": ["method", "positive mass in box", "pointing game"],
             "text": "Share of the positive attribution mass inside the ground-truth box, and the "
                     "pointing-game hit rate.",
             "rows": rows, "figures": ["localisation.png"],
         })
-    elif local.get("skipped"):
-        tables.append({"title": "Localisation", "text": f"Skipped: {local['skipped']}.",
+    elif local is not None:
+        tables.append({"title": "Localisation", "text": f"Skipped: {local.skipped}.",
                        "headers": [], "rows": [], "figures": []})
-    pathway = document.get("pathway")
+    pathway = results.pathway
     if pathway:
-        rows = [[pair, _pm(v["mean"], v["std"])] for pair, v in pathway["jaccard"].items()]
-        rows += [[f"dead share, {c}", _pm(v["mean"], v["std"])]
-                 for c, v in pathway["dead_fraction"].items()]
-        rows += [[f"pruned net keeps the class, {c}", _pm(v["mean"], v["std"])]
-                 for c, v in pathway["target_kept"].items()]
+        rows = [[pair, _pm(v.mean, v.std)] for pair, v in pathway.jaccard.items()]
+        rows += [[f"dead share, {c}", _pm(v.mean, v.std)]
+                 for c, v in pathway.dead_fraction.items()]
+        rows += [[f"pruned net keeps the class, {c}", _pm(v.mean, v.std)]
+                 for c, v in pathway.target_kept.items()]
         tables.append({
             "title": "Pathway analysis",
-            "text": f"PrunedGradient pathways at sparsity {pathway['sparsity']:g} on "
-                    f"{pathway['n_examples']} test images: Jaccard overlap between criteria, "
+            "text": f"PrunedGradient pathways at sparsity {pathway.sparsity:g} on "
+                    f"{pathway.n_examples} test images: Jaccard overlap between criteria, "
                     f"share of kept neurons whose activation is zero, and how often the pruned "
                     f"network still predicts the class.",
             "headers": ["quantity", "mean ± std"], "rows": rows, "figures": [],
@@ -467,107 +432,102 @@ def benchmark_tables(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return tables
 
 
-SANITY_DEFAULT = 0.5
-
-
 def write_benchmark_figures(
-    folder: Path, document: Mapping[str, Any], maps: Mapping[str, Tensor], images: np.ndarray,
+    folder: Path, results: BenchmarkResults, maps: Mapping[str, Tensor], images: np.ndarray,
     boxes: Optional[Tensor],
 ) -> List[Path]:
     r"""Writes the PNG plots of a benchmark into ``folder``; returns their paths."""
-    names = document["methods"]
+    names = results.methods
     paths = []
     fig = map_grid_figure(images, maps, boxes, title="|attribution|, max over channels"
                           + ("; dashed box: ground truth" if boxes is not None else ""))
     paths.append(save_figure(fig, folder / "maps.png"))
-    perturbation = document.get("pixel_perturbation")
+    perturbation = results.pixel_perturbation
     if perturbation:
         for mode, label in (("lerf", "LeRF (lower is better)"), ("morf", "MoRF (higher is better)")):
-            curves = {n: ([0.0] + perturbation["fractions"], [0.0] + perturbation[mode][n]["mean"],
-                          [0.0] + perturbation[mode][n]["std"]) for n in names}
+            by_method = perturbation.curves(mode)
+            curves = {n: ([0.0] + perturbation.fractions, [0.0] + by_method[n].mean,
+                          [0.0] + by_method[n].std) for n in names}
             fig = curves_figure(curves, f"Pixel perturbation, {label}", "share of pixels removed",
                                 "|fractional change of p(class)|")
             paths.append(save_figure(fig, folder / f"{mode}.png"))
-    roar = document.get("roar")
+    roar = results.roar
     if roar:
-        curves = {n: (roar["fractions"], roar["methods"][n]["mean"], roar["methods"][n]["std"])
-                  for n in names}
+        curves = {n: (roar.fractions, roar.methods[n].mean, roar.methods[n].std) for n in names}
         fig = curves_figure(curves, "ROAR (lower is better)", "share of pixels removed",
                             "test accuracy after retraining")
         paths.append(save_figure(fig, folder / "roar.png"))
-    sanity = document.get("sanity")
+    sanity = results.sanity
     if sanity:
-        stages = sanity["stages"]
+        stages = sanity.stages
         for metric, label in (("spearman_abs", "Spearman rank correlation of |map|"),
                               ("ssim", "SSIM of the signed map")):
-            curves = {n: (list(range(len(stages))), sanity["methods"][n][metric]["mean"],
-                          sanity["methods"][n][metric]["std"]) for n in names}
+            curves = {}
+            for n in names:
+                values = getattr(sanity.methods[n], metric)
+                curves[n] = (list(range(len(stages))), values["mean"], values["std"])
             fig = curves_figure(curves, "Sanity check: cascading randomisation", "randomised up to",
                                 label, xticklabels=stages)
             paths.append(save_figure(fig, folder / f"sanity_{metric}.png"))
-    local = document.get("localisation", {})
-    if local.get("methods"):
+    local = results.localisation
+    if local is not None and local.skipped is None:
         values = {
-            "mass in box": {n: (local["methods"][n]["mass_in_box"]["mean"],
-                                local["methods"][n]["mass_in_box"]["std"]) for n in names},
-            "pointing game": {n: (local["methods"][n]["pointing_game"]["mean"], None)
-                              for n in names},
+            "mass in box": {n: (local.methods[n].mass_in_box.mean,
+                                local.methods[n].mass_in_box.std) for n in names},
+            "pointing game": {n: (local.methods[n].pointing_game.mean, None) for n in names},
         }
         paths.append(save_figure(bars_figure(values, "Localisation (higher is better)"),
                                  folder / "localisation.png"))
     return paths
 
 
-def _config_text(document: Mapping[str, Any]) -> str:
-    config = document["config"]
-    model = document.get("model", {})
+def _config_text(results: BenchmarkResults) -> str:
+    config, model = results.config, results.model
     lines = [f"preset: {config['preset']}; sparsity {config['sparsity']:g}; "
              f"device {config['device']}; seed {config['seed']}",
              f"model: {model.get('model')}; data: {model.get('data')}",
              f"test accuracy: {format_number(model.get('test_accuracy'))}"]
-    timings = document.get("timings", {})
-    if timings:
+    if results.timings:
         lines.append("timings (s): " + ", ".join(
-            f"{k.replace('_seconds', '')} {v:.0f}" for k, v in timings.items()))
-    versions = document.get("versions", {})
-    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()
+            f"{k.replace('_seconds', '')} {v:.0f}" for k, v in results.timings.items()))
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in results.versions.items()
                                           if k != "platform"))
     return "\n".join(lines)
 
 
-def write_benchmark_markdown(path: PathLike, document: Mapping[str, Any]) -> Path:
+def write_benchmark_markdown(path: PathLike, results: BenchmarkResults) -> Path:
     r"""Writes the benchmark tables as Markdown (atomically)."""
-    parts = ["# captum-prune benchmark\n", "```", _config_text(document), "```\n"]
-    for table in benchmark_tables(document):
+    parts = ["# captum-prune benchmark\n", "```", _config_text(results), "```\n"]
+    for table in benchmark_tables(results):
         parts.append(f"## {table['title']}\n")
         if table.get("text"):
             parts.append(table["text"] + "\n")
         if table["rows"]:
             parts.append(markdown_table(table["headers"], table["rows"]))
         for figure in table["figures"]:
-            if figure in document.get("figures", ()):
+            if figure in results.figures:
                 parts.append(f"![{figure}]({figure})\n")
     return atomic_write(path, "\n".join(parts))
 
 
-def write_benchmark_html(path: PathLike, document: Mapping[str, Any],
+def write_benchmark_html(path: PathLike, results: BenchmarkResults,
                          figures: Sequence[Path]) -> Path:
     r"""Writes the self-contained ``report.html`` of a benchmark."""
     by_name = {Path(f).name: Path(f) for f in figures}
     sections = []
-    for table in benchmark_tables(document):
+    for table in benchmark_tables(results):
         sections.append({
             "title": table["title"], "text": table.get("text", ""),
             "table": (table["headers"], table["rows"]) if table["rows"] else None,
             "figures": [(by_name[f], f) for f in table["figures"] if f in by_name],
         })
-    sections.append({"title": "Configuration", "pre": _config_text(document)})
+    sections.append({"title": "Configuration", "pre": _config_text(results)})
     return write_html_report(path, "captum-prune benchmark", sections,
                              intro="Attribution methods compared with the evaluation protocols "
                                    "of the pathway-gradient paper (Khakzar et al., CVPR 2021).")
 
 
-def summary_text(document: Mapping[str, Any]) -> str:
+def summary_text(results: BenchmarkResults) -> str:
     r"""The summary table as Markdown, for the terminal."""
-    table = benchmark_tables(document)[0]
+    table = benchmark_tables(results)[0]
     return markdown_table(table["headers"], table["rows"])

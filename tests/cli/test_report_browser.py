@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from captum_prune import report
-from tests.test_report import _document
+from captum_prune.cli import report
+from captum_prune.cli.results import BenchmarkResults
+from tests.cli.test_report import _document
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,11 +26,11 @@ pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    doc = _document(passed=(True, False))
+    doc = BenchmarkResults.from_dict(_document(passed=(True, False)))
     figures = report.write_benchmark_figures(
         folder, doc, {"A": torch.rand(2, 3, 16, 16), "B": torch.rand(2, 1, 16, 16)},
         np.random.default_rng(0).random((2, 16, 16, 3)), torch.tensor([[2, 2, 9, 9]] * 2))
-    doc["figures"] = [p.name for p in figures]
+    doc.figures = [p.name for p in figures]
     html = report.write_benchmark_html(folder / "report.html", doc, figures)
     # Only the HTML file travels: the PNGs beside it are removed, so nothing can be loaded
     # from disk and the images must come from the data URIs.

@@ -6,7 +6,6 @@ import torch
 
 from captum_prune.evaluation import remove_and_retrain
 from captum_prune.evaluation.roar import RoarResult
-from tests.test_evaluation_explain import one_thread  # noqa: F401 (autouse fixture)
 
 SIZE = 8
 

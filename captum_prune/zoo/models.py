@@ -1,16 +1,28 @@
 r"""
-A small residual CNN for the embedded digits data.
+A small residual CNN for the embedded digits data, and the models named on the command line.
 
-Its blocks mirror torchvision's ``BasicBlock``: one ``nn.ReLU(inplace=True)`` module is
-called twice per block, so attribution code is exercised on reused and in-place
-activations, as on real ResNets.
+:class:`DigitsResNet`'s blocks mirror torchvision's ``BasicBlock``: one
+``nn.ReLU(inplace=True)`` module is called twice per block, so attribution code is exercised on
+reused and in-place activations, as on real ResNets. :func:`model_factory` and
+:func:`load_weights` build a user's model (a torchvision name or ``module:factory``) and load
+its state-dict file.
 """
-from typing import Optional, Sequence
+import importlib
+import os
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn, Tensor
 
-__all__ = ["BasicBlock", "DigitsResNet", "build_digits_model"]
+__all__ = [
+    "BasicBlock",
+    "DigitsResNet",
+    "build_digits_model",
+    "model_factory",
+    "load_weights",
+    "describe_model",
+]
 
 
 class BasicBlock(nn.Module):
@@ -61,7 +73,7 @@ class DigitsResNet(nn.Module):
     Examples::
 
         >>> import torch
-        >>> from captum_prune.models import DigitsResNet
+        >>> from captum_prune.zoo.models import DigitsResNet
         >>> DigitsResNet()(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -109,7 +121,7 @@ def build_digits_model(
     channels: int = 3, seed: Optional[int] = None, widths: Sequence[int] = (16, 32, 48)
 ) -> DigitsResNet:
     r"""
-    Builds the default :class:`DigitsResNet` for :func:`~captum_prune.data.make_digits_canvas`
+    Builds the default :class:`DigitsResNet` for :func:`~captum_prune.zoo.data.make_digits_canvas`
     images. This is the model factory used for training and for ROAR retraining.
 
     Args:
@@ -129,3 +141,90 @@ def build_digits_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return DigitsResNet(in_channels=channels, widths=widths)
+
+
+def model_factory(spec: str, num_classes: int) -> Callable[[int], nn.Module]:
+    r"""
+    ``seed -> freshly initialised model`` for a model named on the command line: a
+    torchvision classification architecture (``"resnet18"``, built with ``weights=None`` and
+    ``num_classes``) or ``"module:factory"``, an importable callable returning an
+    ``nn.Module``. The global RNG state is left as it was.
+
+    Raises:
+        ValueError: If the name is neither, or the factory does not return an ``nn.Module``.
+    """
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(
+                f"{spec}: cannot import {attr!r} from {module_name!r} ({error})"
+            ) from None
+        if not callable(factory):
+            raise ValueError(f"{spec}: {attr!r} is not callable")
+
+        def build() -> nn.Module:
+            return factory()
+    else:
+        import torchvision
+
+        if spec not in set(torchvision.models.list_models(module=torchvision.models)):
+            raise ValueError(
+                f"{spec!r} is not a torchvision classification model nor a module:factory; "
+                "torchvision has e.g. resnet18, vgg11, mobilenet_v3_small"
+            )
+
+        def build() -> nn.Module:
+            return torchvision.models.get_model(spec, weights=None, num_classes=num_classes)
+
+    def fresh(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build()
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"{spec}: the factory returned {type(model).__name__}, not an nn.Module"
+            )
+        return model
+
+    return fresh
+
+
+def load_weights(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    r"""
+    Loads a state-dict file (written by ``torch.save(model.state_dict(), path)``, or a dict
+    with a ``"state_dict"`` entry) into ``model``, on the CPU and with ``weights_only=True``.
+
+    Raises:
+        ValueError: If the file is missing, unreadable, not a state dict, or does not fit.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable PyTorch file ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit the model: {str(error)[:400]}") from None
+    return model
+
+
+def describe_model(model: nn.Module) -> str:
+    r"""Class, stage widths (of a :class:`DigitsResNet`, read off its BatchNorm layers) and
+    parameter count, e.g. ``"DigitsResNet, widths (8, 16, 24), 15338 parameters"``."""
+    name = type(model).__name__
+    if isinstance(model, DigitsResNet):
+        widths = [getattr(model, f"layer{i}").bn2.num_features
+                  for i in range(1, model.num_stages + 1)]
+        name += f", widths {tuple(widths)}"
+    n = sum(p.numel() for p in model.parameters())
+    return f"{name}, {n} parameters"
+

@@ -1,6 +1,6 @@
 r"""
-:class:`~captum_prune.PrunedGradient` in Captum Insights, and the ``captum-prune insights``
-command.
+:class:`~captum_prune.PrunedGradient` in Captum Insights (the ``captum-prune insights`` command
+is :mod:`captum_prune.cli.insights`).
 
 Captum Insights (the web page that shows attributions next to a model's predictions) exists
 only up to captum 0.8.0; captum 0.9.0 retired it. Everything here therefore needs captum 0.8
@@ -14,20 +14,16 @@ says so.
   that also shows greyscale images, and shows a message instead of failing when an
   attribution is zero everywhere (Insights' own feature answers such maps with HTTP 500).
 - :func:`build_digits_visualizer` and :func:`serve` set up the page for the embedded digits
-  model; :func:`run` is the command line.
+  model.
 
 All-zero maps: at a high sparsity the pruned network may no longer depend on the input at
 all, so its gradient is zero everywhere. The page then keeps the sparsity the user chose and
 shows, in place of that map, a panel that says so and suggests a lower sparsity; changing the
 user's setting behind their back would mislabel the map.
 """
-import argparse
 import importlib.util
-import ipaddress
 import itertools
-import sys
 import textwrap
-import warnings
 from functools import lru_cache
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -35,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_prune._shared import check_int, is_number
 from captum_prune.criteria import CRITERIA
 from captum_prune.pruned_gradient import DEFAULT_SPARSITY, PrunedGradient
 
@@ -43,8 +40,6 @@ __all__ = [
     "build_digits_visualizer",
     "serve",
     "insights_app",
-    "add_arguments",
-    "run",
     "METHOD_NAME",
     "DIGITS_METHODS",
 ]
@@ -65,9 +60,6 @@ _EMPTY_MAP_MESSAGE = (
     "Pruned Gradient: at this sparsity the pruned network no longer depends on the input. "
     "Lower the sparsity."
 )
-
-_LOOPBACK_NAMES = ("localhost",)
-
 
 def _insights() -> Any:
     r"""Imports ``captum.insights.attr_vis`` or raises an ImportError that says what to do."""
@@ -93,7 +85,7 @@ def _percent_to_fraction(value: Any) -> float:
     # must be idempotent: a _Fraction passes through unchanged.
     if isinstance(value, _Fraction):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if not (is_number(value) or isinstance(value, str)):
         raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}")
     try:
         percent = float(value)
@@ -119,7 +111,7 @@ def register() -> None:
 
     Examples::
 
-        >>> from captum_prune.insights import register
+        >>> from captum_prune.integrations.insights import register
         >>> register()  # doctest: +SKIP
         >>> from captum.insights.attr_vis import config  # doctest: +SKIP
         >>> config.ATTRIBUTION_NAMES_TO_METHODS["Pruned Gradient"]  # doctest: +SKIP
@@ -248,7 +240,7 @@ def build_digits_visualizer(
     Args:
         model (nn.Module): A classifier of ``data``'s normalised images, in eval mode.
         data (DigitsCanvasData): Images to show, e.g.
-                    ``captum_prune.data.make_digits_canvas("test")``.
+                    ``captum_prune.zoo.data.make_digits_canvas("test")``.
         batch_size (int, optional): Examples the visualizer reads per step. Default: 4
 
     Returns:
@@ -256,8 +248,7 @@ def build_digits_visualizer(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     attr_vis = _insights()
     register()
     feature = _feature_class()(
@@ -312,85 +303,3 @@ def insights_app(visualizer: Any) -> Any:
     # Insights' routes read the visualizer from this module global.
     server_module.visualizer = visualizer
     return server_module.app
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    r"""Adds the ``captum-prune insights`` options to ``parser``."""
-    parser.add_argument(
-        "--host", default="127.0.0.1",
-        help="address to serve on (default: 127.0.0.1, this machine only)",
-    )
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument(
-        "--greyscale", action="store_true",
-        help="use 1-channel digits and a greyscale model (trained on first use)",
-    )
-    parser.add_argument(
-        "--cache-dir", default=None,
-        help="folder of the cached digits model (default: $CAPTUM_PRUNE_CACHE or ~/.cache/captum_prune)",
-    )
-    parser.add_argument("--retrain", action="store_true", help="retrain the digits model")
-
-
-def run(args: argparse.Namespace) -> int:
-    r"""Serves Insights with the embedded digits model until interrupted."""
-    from captum_prune.cli import CommandError
-
-    if not 0 <= args.port <= 65535:
-        raise CommandError(f"--port must be from 0 to 65535, got {args.port}")
-    try:
-        _insights()
-    except ImportError as error:
-        raise CommandError(str(error)) from None
-    from captum_prune.data import make_digits_canvas
-    from captum_prune.training import DigitsRecipe, load_default_model
-
-    recipe = DigitsRecipe(channels=1 if args.greyscale else 3)
-    model, info = load_default_model(
-        cache_dir=args.cache_dir, retrain=args.retrain, progress=True, recipe=recipe
-    )
-    data = make_digits_canvas(
-        "test", seed=recipe.data_seed, canvas_size=recipe.canvas_size,
-        digit_size=recipe.digit_size, channels=recipe.channels,
-    )
-    visualizer = build_digits_visualizer(model, data)
-    _limit_methods(DIGITS_METHODS)
-    # Insights passes inputs without requires_grad; Captum warns about it on every example.
-    warnings.filterwarnings("ignore", "It looks like that the attribution", UserWarning)
-    try:
-        server = serve(visualizer, args.host, args.port)
-    except OSError as error:
-        raise CommandError(f"cannot serve on {args.host}:{args.port}: {error}") from None
-    if not _is_loopback(args.host):
-        print(
-            f"warning: serving on {args.host}, which other machines may reach; Insights has "
-            "no authentication.", file=sys.stderr,
-        )
-    print(
-        f"Model: {info['path']} (test accuracy {info['test_accuracy']:.3f})\n"
-        f"Captum Insights at http://{_url_host(args.host)}:{server.port}/ "
-        "(press Ctrl+C to stop)",
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
-    return 0
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host

@@ -6,7 +6,6 @@ from captum.attr import Saliency
 
 from captum_prune.evaluation import pixel_perturbation, reduce_channels, remove_top_pixels
 from captum_prune.evaluation.perturbation import PerturbationResult
-from tests.test_evaluation_explain import one_thread  # noqa: F401 (autouse fixture)
 
 SIZE = 12
 

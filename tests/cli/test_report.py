@@ -1,7 +1,5 @@
-"""Tests of the writers in captum_prune.report: atomic files, figures, tables, HTML."""
+"""Tests of the writers in captum_prune.cli.report: JSON, figures, tables, HTML."""
 import base64
-import io
-import os
 import re
 
 import matplotlib.image
@@ -9,29 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from captum_prune import report
-
-
-def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
-    path = tmp_path / "a.json"
-    report.atomic_write(path, "old")
-    report.atomic_write(path, b"\x00new")
-    assert path.read_bytes() == b"\x00new"
-    assert os.listdir(tmp_path) == ["a.json"]
-
-
-def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
-    path = tmp_path / "results.json"
-    report.atomic_write(path, "complete")
-
-    def broken(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError, match="disk full"):
-        report.atomic_write(path, "half")
-    assert path.read_text() == "complete"
-    assert os.listdir(tmp_path) == ["results.json"]
+from captum_prune.cli import report
+from captum_prune.cli.results import BenchmarkResults
 
 
 def test_write_json_rejects_nan(tmp_path):
@@ -128,18 +105,18 @@ def _document(passed):
         "sanity": {"stages": ["original", "fc"], "pass_below": 0.5, "methods": {
             m: {"spearman_abs": {"mean": [1.0, v], "std": [0.0, 0.1]},
                 "ssim": {"mean": [1.0, v], "std": [0.0, 0.1]},
-                "final_spearman_abs": v, "passed": p}
+                "final_spearman_abs": v, "mean_spearman_abs_randomised": v, "passed": p}
             for m, v, p in zip(methods, (0.2, 0.9), passed)}},
         "localisation": {"skipped": "no boxes"},
     }
 
 
 def test_benchmark_tables_summary_rows_and_verdicts():
-    tables = report.benchmark_tables(_document(passed=(True, False)))
+    tables = report.benchmark_tables(BenchmarkResults.from_dict(_document(passed=(True, False))))
     summary = tables[0]
     assert [row[0] for row in summary["rows"]] == ["A", "B"]
     assert "(pass)" in summary["rows"][0][4] and "(FAIL)" in summary["rows"][1][4]
-    # Mean over the randomised stages, computed when an older results.json lacks it.
+    # The mean over the randomised stages, as the results hold it.
     assert summary["rows"][0][5] == "0.200" and summary["rows"][1][5] == "0.900"
     titles = [t["title"] for t in tables]
     assert titles[:3] == ["Summary", "Pixel perturbation, LERF", "Pixel perturbation, MORF"]
@@ -149,16 +126,27 @@ def test_benchmark_tables_summary_rows_and_verdicts():
 
 
 def test_benchmark_figures_markdown_and_html_agree(tmp_path):
-    doc = _document(passed=(True, True))
+    doc = BenchmarkResults.from_dict(_document(passed=(True, True)))
     figures = report.write_benchmark_figures(
         tmp_path, doc, {"A": torch.rand(2, 3, 8, 8), "B": torch.rand(2, 1, 8, 8)},
         np.zeros((2, 8, 8, 3)), None)
     names = sorted(p.name for p in figures)
     assert names == sorted(["maps.png", "lerf.png", "morf.png", "roar.png",
                             "sanity_spearman_abs.png", "sanity_ssim.png"])
-    doc["figures"] = names
+    doc.figures = names
     md = report.write_benchmark_markdown(tmp_path / "r.md", doc).read_text()
     assert all(f"![{n}]({n})" in md for n in names)
     html = report.write_benchmark_html(tmp_path / "r.html", doc, figures).read_text()
     assert html.count("data:image/png;base64,") == len(names)
     assert "Skipped: no boxes." in html
+
+
+def test_results_round_trip_through_json(tmp_path):
+    doc = _document(passed=(True, False))
+    results = BenchmarkResults.from_dict(doc)
+    assert results.sanity.methods["B"].passed is False
+    assert results.pixel_perturbation.morf["A"].auc == 0.05
+    again = BenchmarkResults.from_dict(results.to_dict())
+    assert again == results
+    report.write_json(tmp_path / "r.json", results.to_dict())
+

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-import captum_prune.training as training
-from captum_prune.data import make_digits_canvas
-from captum_prune.models import BasicBlock, DigitsResNet, build_digits_model
-from captum_prune.training import (
+import captum_prune.zoo.training as training
+from captum_prune.zoo.data import make_digits_canvas
+from captum_prune.zoo.models import BasicBlock, DigitsResNet, build_digits_model
+from captum_prune.zoo.training import (
     DigitsRecipe,
     evaluate_accuracy,
     load_default_model,

@@ -7,9 +7,9 @@ trained with it, and ROAR retrains from scratch with it on modified images.
 from dataclasses import asdict, dataclass
 import hashlib
 import json
+import io
 import os
 from pathlib import Path
-import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple, Union
 import warnings
@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from captum_prune.data import make_digits_canvas
-from captum_prune.models import DigitsResNet, build_digits_model
+from captum_prune._shared import atomic_write, check_int, predict
+from captum_prune.zoo.data import make_digits_canvas
+from captum_prune.zoo.models import DigitsResNet, build_digits_model
 
 __all__ = [
     "DigitsRecipe",
@@ -74,9 +75,9 @@ def train_classifier(
 
     Examples::
 
-        >>> from captum_prune.data import make_digits_canvas
-        >>> from captum_prune.models import build_digits_model
-        >>> from captum_prune.training import train_classifier, evaluate_accuracy
+        >>> from captum_prune.zoo.data import make_digits_canvas
+        >>> from captum_prune.zoo.models import build_digits_model
+        >>> from captum_prune.zoo.training import train_classifier, evaluate_accuracy
         >>> train, test = make_digits_canvas("train"), make_digits_canvas("test")
         >>> model = train_classifier(  # a short run on a slice; the default recipe uses all
         ...     build_digits_model(seed=0), train.images[:256], train.labels[:256],
@@ -94,8 +95,7 @@ def train_classifier(
         ("max_shift", max_shift),
         ("seed", seed),
     ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        check_int(name, value, error=TypeError)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 2:
@@ -165,21 +165,14 @@ def evaluate_accuracy(
         float: Accuracy in [0, 1].
     """
     _check_data(images, labels)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    device = _device_of(model)
+    check_int("batch_size", batch_size, minimum=1)
     was_training = model.training
     model.eval()
-    correct = 0
     try:
-        with torch.no_grad():
-            for start in range(0, images.shape[0], batch_size):
-                x = images[start : start + batch_size].to(device)
-                y = labels[start : start + batch_size].to(device)
-                correct += int((model(x).argmax(dim=1) == y).sum())
+        predicted = predict(model, images, batch_size, device=_device_of(model))
     finally:
         model.train(was_training)
-    return correct / images.shape[0]
+    return int((predicted == labels.to(predicted.device)).sum()) / images.shape[0]
 
 
 @dataclass(frozen=True)
@@ -189,11 +182,11 @@ class DigitsRecipe:
     file, so changing any field retrains.
 
     Args:
-        data_seed (int): Rendering seed of :func:`~captum_prune.data.make_digits_canvas`.
+        data_seed (int): Rendering seed of :func:`~captum_prune.zoo.data.make_digits_canvas`.
         canvas_size (int): Canvas side in pixels.
         digit_size (int): Upscaled digit side in pixels.
         channels (int): 3 (RGB) or 1.
-        widths (tuple of int): Stage widths of :class:`~captum_prune.models.DigitsResNet`.
+        widths (tuple of int): Stage widths of :class:`~captum_prune.zoo.models.DigitsResNet`.
         init_seed (int): Seed of the weight initialisation.
         epochs, batch_size, lr, weight_decay, max_shift, train_seed: Passed to
                     :func:`train_classifier` (``train_seed`` as ``seed``).
@@ -243,7 +236,7 @@ def load_default_model(
     recipe: Optional[DigitsRecipe] = None,
 ) -> Tuple[DigitsResNet, Dict[str, Any]]:
     r"""
-    The default :class:`~captum_prune.models.DigitsResNet`, trained on the default digits
+    The default :class:`~captum_prune.zoo.models.DigitsResNet`, trained on the default digits
     train split, from the cache if present and otherwise trained (about a minute on two
     CPU cores) and cached. The cache file is named by :meth:`DigitsRecipe.key` and written
     atomically, so concurrent or interrupted runs never leave a half-written file.
@@ -263,7 +256,7 @@ def load_default_model(
 
     Examples::
 
-        >>> from captum_prune.training import load_default_model
+        >>> from captum_prune.zoo.training import load_default_model
         >>> model, info = load_default_model()  # doctest: +SKIP
         >>> round(info["test_accuracy"], 2)  # doctest: +SKIP
         0.97
@@ -330,16 +323,9 @@ def _recipe_data(recipe: DigitsRecipe):
 
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A temp file in the same folder, so os.replace is an atomic rename.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def _random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:

@@ -1,21 +1,33 @@
 r"""
-The embedded default dataset: scikit-learn's 8x8 digits placed on textured canvases.
+The embedded default dataset, scikit-learn's 8x8 digits placed on textured canvases
+(:func:`make_digits_canvas`); and a user's local image folder (:class:`ImageFolderSplits`).
 
-It ships with scikit-learn (no download), renders deterministically from a seed in well
-under a second, and gives every image a ground-truth object box and per-pixel object mask,
+The digits ship with scikit-learn (no download), render deterministically from a seed in well
+under a second, and give every image a ground-truth object box and per-pixel object mask,
 so localisation metrics can be computed without any external annotation.
 """
 from dataclasses import dataclass
 from functools import lru_cache
 import math
-from typing import Optional, Tuple
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["DigitsCanvasData", "make_digits_canvas", "DIGIT_CLASSES"]
+from captum_prune._shared import check_int, is_int
+
+__all__ = [
+    "DigitsCanvasData",
+    "make_digits_canvas",
+    "DIGIT_CLASSES",
+    "ImageFolderSplits",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 DIGIT_CLASSES: Tuple[str, ...] = tuple(str(i) for i in range(10))
 
@@ -130,7 +142,7 @@ def make_digits_canvas(
 
     Examples::
 
-        >>> from captum_prune.data import make_digits_canvas
+        >>> from captum_prune.zoo.data import make_digits_canvas
         >>> test = make_digits_canvas("test")
         >>> test.images.shape, test.boxes[0].tolist()  # doctest: +SKIP
         (torch.Size([360, 3, 32, 32]), [11, 3, 25, 19])
@@ -167,8 +179,7 @@ def _check_arguments(
         ("digit_size", digit_size),
         ("channels", channels),
     ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        check_int(name, value, error=TypeError)
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     if channels not in (1, 3):
@@ -277,3 +288,85 @@ def _tight_boxes(masks: Tensor) -> Tensor:
     x0 = cols.int().argmax(dim=1)
     x1 = w - cols.flip(1).int().argmax(dim=1)
     return torch.stack([x0, y0, x1, y1], dim=1).long()
+
+
+#: The per-channel normalisation of :class:`ImageFolderSplits` (torchvision's ImageNet values).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageFolderSplits:
+    r"""
+    A local image folder as train and test splits: a folder with ``train/`` and ``val/`` (or
+    ``test/``) class folders, or one folder of class folders split 80/20 (a fixed seeded
+    shuffle). Images are resized to ``image_size`` squared and normalised with
+    :data:`IMAGENET_MEAN` and :data:`IMAGENET_STD`.
+
+    Args:
+        root (str or PathLike): The folder.
+        image_size (int): Side of the resized images, at least 8.
+
+    Raises:
+        ValueError: If the folder is missing or is not an ImageFolder, or too small to split.
+    """
+
+    def __init__(self, root: Union[str, os.PathLike], image_size: int) -> None:
+        import torchvision
+        from torchvision import transforms
+
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"{root}: no such folder")
+        if not is_int(image_size) or image_size < 8:
+            raise ValueError(f"image_size must be an int of at least 8, got {image_size!r}")
+        transform = transforms.Compose([
+            transforms.Resize((image_size, image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+        def folder(path: Path) -> Any:
+            try:
+                return torchvision.datasets.ImageFolder(str(path), transform=transform)
+            except (FileNotFoundError, RuntimeError) as error:
+                raise ValueError(f"{path}: not an ImageFolder ({error})") from None
+
+        test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+        if (root / "train").is_dir() and test_dir is not None:
+            self._train, self._test = folder(root / "train"), folder(test_dir)
+            self._train_idx = torch.arange(len(self._train))
+            self._test_idx = torch.arange(len(self._test))
+        else:
+            self._train = self._test = folder(root)
+            order = torch.randperm(len(self._train), generator=torch.Generator().manual_seed(0))
+            cut = max(1, int(0.8 * len(order)))
+            self._train_idx, self._test_idx = order[:cut], order[cut:]
+            if len(self._test_idx) == 0:
+                raise ValueError(f"{root}: too few images to split into train and test")
+        self.root = root
+        self.image_size = image_size
+
+    @property
+    def classes(self) -> List[str]:
+        r"""The class names (the train split's folder names)."""
+        return list(self._train.classes)
+
+    def tensors(self, split: str, n: int, progress: bool = False) -> Tuple[Tensor, Tensor]:
+        r"""The first ``n`` images of ``split`` (``"train"`` or ``"test"``) and their labels."""
+        from tqdm.auto import tqdm
+
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        dataset, idx = ((self._train, self._train_idx) if split == "train"
+                        else (self._test, self._test_idx))
+        items = [dataset[int(i)] for i in tqdm(idx[:n], desc=f"loading {split}",
+                                               disable=not progress)]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+    @staticmethod
+    def denormalize(images: Tensor) -> Tensor:
+        r"""Normalised ``(N, 3, H, W)`` images back in [0, 1], for display."""
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return (images.cpu() * std + mean).clamp(0, 1)
+

@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from captum_prune import cli, training
-from captum_prune.methods import (
+from captum_prune import cli
+from captum_prune.zoo import training
+from captum_prune.cli.methods import (
     DEFAULT_METHODS,
     METHODS,
     _relu_copy,
@@ -22,7 +23,7 @@ from captum_prune.methods import (
     gradcam_layer,
     parse_methods,
 )
-from captum_prune.models import DigitsResNet
+from captum_prune.zoo.models import DigitsResNet
 
 # Every section, every method, and only one training recipe for the whole file.
 SECTIONS = ("sanity", "pixel_perturbation", "roar", "localisation", "pathway")
@@ -145,7 +146,7 @@ def test_benchmark_on_user_image_folder_and_factory(tmp_path, cache):
     weights = tmp_path / "w.pt"
     torch.save(_tiny_net().state_dict(), weights)
     out = tmp_path / "out"
-    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.test_cli:_tiny_net",
+    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.cli.test_cli:_tiny_net",
                    "--weights", str(weights), "--image-size", "12", "--methods",
                    "Saliency,PrunedGradient", "--benchmarks", "perturbation,localisation",
                    "--n-eval", "4", "--threads", "1", "--no-progress", "--out", str(out)])
@@ -178,7 +179,7 @@ def test_benchmark_bad_arguments_fail_clearly_and_write_nothing(tmp_path, cache,
 
 def test_user_data_without_weights_is_an_error(tmp_path, cache, capsys):
     data = _image_folder(tmp_path / "data")
-    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.test_cli:_tiny_net",
+    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.cli.test_cli:_tiny_net",
                    "--out", str(tmp_path / "out")] + TINY)
     assert rc == 2 and "--weights" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,13 +1,13 @@
 r"""
 ``captum-prune benchmark``: the paper's evaluation protocols for many attribution methods.
 
-Runs, over the methods of :mod:`captum_prune.methods`:
+Runs, over the methods of :mod:`captum_prune.cli.methods`:
 
 - ``sanity``: cascading model-parameter randomisation, block by block from the output;
 - ``perturbation``: pixel perturbation, LeRF and MoRF, 1..10% of the pixels (spec §4.2);
 - ``roar``: remove the top pixels of every train and test image and retrain from scratch,
   several seeds (spec §4.3). On the embedded data the retrained model is a narrower
-  :class:`~captum_prune.models.DigitsResNet` (widths ``Preset.roar_widths``) trained briefly
+  :class:`~captum_prune.zoo.models.DigitsResNet` (widths ``Preset.roar_widths``) trained briefly
   at a higher learning rate, so that the 92 retrainings fit in about 20 minutes on one core
   while still reaching about 90% on unmodified images;
 - ``localisation``: positive attribution mass in the ground-truth box, and the pointing game
@@ -20,34 +20,51 @@ Writes ``results.json`` (last, so a complete-looking file means a complete run),
 first written into a temporary folder beside ``--out`` and moved into place at the end.
 """
 import argparse
-from dataclasses import dataclass, field
-import importlib
+import contextlib
 import os
-from pathlib import Path
 import platform
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
-from captum_prune.cli import CommandError
-from captum_prune.demo import check_sparsity, resolve_device, torch_threads
+from captum_prune._shared import predict
+from captum_prune.cli._common import (
+    check_output_folder,
+    check_seed,
+    check_sparsity,
+    parse_choices,
+    quiet_captum,
+    resolve_device,
+    torch_threads,
+)
+from captum_prune.cli.errors import CommandError
+from captum_prune.cli.methods import COMPARISON_SPARSITY
+from captum_prune.cli.results import (
+    SANITY_PASS_BELOW,
+    BenchmarkResults,
+    LocalisationResults,
+    LocalisationScores,
+    PathwayResults,
+    PerturbationCurve,
+    PerturbationResults,
+    RoarCurve,
+    RoarResults,
+    SanityCurves,
+    SanityResults,
+    Stat,
+)
+from captum_prune.evaluation.perturbation import DEFAULT_LERF_FRACTIONS as LERF_FRACTIONS
+from captum_prune.evaluation.roar import DEFAULT_ROAR_FRACTIONS as ROAR_FRACTIONS
 
 # ROAR last: it takes most of the time.
 BENCHMARKS = ("sanity", "perturbation", "localisation", "pathway", "roar")
-RESULTS_FORMAT = "captum-prune-benchmark/1"
-LERF_FRACTIONS = tuple(round(0.01 * k, 2) for k in range(1, 11))
-ROAR_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-#: A method passes the sanity check when, with every block randomised, the mean Spearman
-#: correlation of its absolute map with the original map falls below this.
-SANITY_PASS_BELOW = 0.5
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -91,18 +108,21 @@ PRESETS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     r"""Adds the benchmark's options to ``parser``."""
-    from captum_prune.methods import METHODS
+    from captum_prune.cli.methods import METHODS
 
     parser.add_argument("--out", default="captum-prune-benchmark",
                         help="output folder (default: captum-prune-benchmark)")
     parser.add_argument("--quick", action="store_true",
                         help="a reduced preset that runs in a few minutes")
     parser.add_argument("--methods", default=None,
-                        help=f"comma-separated methods, or 'all' (default); from: {', '.join(METHODS)}")
+                        help="comma-separated methods, or 'all' (default); from: "
+                        f"{', '.join(METHODS)}")
     parser.add_argument("--benchmarks", default=None,
-                        help=f"comma-separated benchmarks (default: all): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--sparsity", type=float, default=None,
-                        help="share of neurons PrunedGradient prunes, in [0, 1) (default: 0.8)")
+                        help="comma-separated benchmarks (default: all): "
+                        f"{', '.join(BENCHMARKS)}")
+    parser.add_argument("--sparsity", type=float, default=COMPARISON_SPARSITY,
+                        help="share of neurons PrunedGradient prunes, in [0, 1) "
+                        f"(default: {COMPARISON_SPARSITY})")
     parser.add_argument("--model", default=None,
                         help="a torchvision architecture name (built with weights=None) or an "
                         "importable module:factory returning an nn.Module (default: the "
@@ -155,67 +175,25 @@ class Setup:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
-def _build_user_model(spec: str, num_classes: int) -> Callable[[int], nn.Module]:
-    r"""``seed -> fresh model`` for ``--model``: a torchvision name or ``module:factory``."""
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise CommandError(f"--model {spec}: cannot import {attr!r} from {module_name!r} "
-                               f"({error})")
-        if not callable(factory):
-            raise CommandError(f"--model {spec}: {attr!r} is not callable")
-
-        def build() -> nn.Module:
-            return factory()
-    else:
-        import torchvision
-
-        available = set(torchvision.models.list_models(module=torchvision.models))
-        if spec not in available:
-            raise CommandError(
-                f"--model {spec!r} is not a torchvision classification model nor a "
-                f"module:factory; torchvision has e.g. resnet18, vgg11, mobilenet_v3_small"
-            )
-
-        def build() -> nn.Module:
-            return torchvision.models.get_model(spec, weights=None, num_classes=num_classes)
-
-    def fresh(seed: int) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build()
-        if not isinstance(model, nn.Module):
-            raise CommandError(f"--model {spec}: the factory returned "
-                               f"{type(model).__name__}, not an nn.Module")
-        return model
-
-    return fresh
-
-
-def _load_weights(model: nn.Module, path: str) -> None:
-    file = Path(path)
-    if not file.is_file():
-        raise CommandError(f"--weights {path}: no such file")
+@contextlib.contextmanager
+def _option(name: str) -> Iterator[None]:
+    r"""Turns the ValueError of a :mod:`captum_prune.zoo` loader into a CommandError that names
+    the option it came from."""
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CommandError(f"--weights {path}: not a readable PyTorch file ({error})")
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CommandError(f"--weights {path}: expected a state dict, got {type(state).__name__}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CommandError(f"--weights {path} does not fit the model: {str(error)[:400]}")
+        yield
+    except ValueError as error:
+        raise CommandError(f"{name} {error}") from None
 
 
 def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> Setup:
-    from captum_prune.data import make_digits_canvas
-    from captum_prune.training import DigitsRecipe, evaluate_accuracy, load_default_model
-    from captum_prune.training import train_classifier
+    from captum_prune.zoo.data import make_digits_canvas
+    from captum_prune.zoo.models import load_weights, model_factory
+    from captum_prune.zoo.training import (
+        DigitsRecipe,
+        evaluate_accuracy,
+        load_default_model,
+        train_classifier,
+    )
 
     train, test = make_digits_canvas("train"), make_digits_canvas("test")
     epochs = args.model_epochs if args.model_epochs is not None else preset.model_epochs
@@ -225,7 +203,8 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
             recipe = DigitsRecipe(epochs=epochs, max_train=preset.model_train)
         if args.weights:
             model = recipe.build_model()
-            _load_weights(model, args.weights)
+            with _option("--weights"):
+                load_weights(model, args.weights)
             info = {"model": "DigitsResNet", "weights": str(args.weights)}
         else:
             model, info = load_default_model(progress=progress, recipe=recipe)
@@ -234,10 +213,12 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
         def fresh(seed: int) -> nn.Module:
             return DigitsRecipe(init_seed=seed, widths=preset.roar_widths).build_model()
     else:
-        fresh = _build_user_model(args.model, num_classes=len(train.classes))
-        model = fresh(0)
+        with _option("--model"):
+            fresh = model_factory(args.model, num_classes=len(train.classes))
+            model = fresh(0)
         if args.weights:
-            _load_weights(model, args.weights)
+            with _option("--weights"):
+                load_weights(model, args.weights)
             info = {"model": args.model, "weights": str(args.weights)}
         else:
             # The embedded data trains in minutes, so a user model can be trained here.
@@ -258,86 +239,47 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
 
 
 def _folder_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> Setup:
-    import torchvision
-    from torchvision import transforms
+    from captum_prune.zoo.data import ImageFolderSplits
+    from captum_prune.zoo.models import DigitsResNet, load_weights, model_factory
 
-    root = Path(args.data)
-    if not root.is_dir():
-        raise CommandError(f"--data {args.data}: no such folder")
     if args.image_size < 8:
         raise CommandError(f"--image-size must be at least 8, got {args.image_size}")
-    transform = transforms.Compose([
-        transforms.Resize((args.image_size, args.image_size)),
-        transforms.ToTensor(),
-        transforms.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
-    ])
-
-    def folder(path: Path) -> Any:
-        try:
-            return torchvision.datasets.ImageFolder(str(path), transform=transform)
-        except (FileNotFoundError, RuntimeError) as error:
-            raise CommandError(f"--data {path}: not an ImageFolder ({error})")
-
-    test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        train_set, test_set = folder(root / "train"), folder(test_dir)
-        train_idx = torch.arange(len(train_set))
-        test_idx = torch.arange(len(test_set))
-    else:
-        train_set = test_set = folder(root)
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
-        cut = max(1, int(0.8 * len(order)))
-        train_idx, test_idx = order[:cut], order[cut:]
-        if len(test_idx) == 0:
-            raise CommandError(f"--data {root}: too few images to split into train and test")
-    num_classes = len(train_set.classes)
+    with _option("--data"):
+        splits = ImageFolderSplits(args.data, args.image_size)
+    num_classes = len(splits.classes)
     if args.model is None:
-        from captum_prune.models import DigitsResNet
-
         def fresh(seed: int) -> nn.Module:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return DigitsResNet(num_classes=num_classes)
     else:
-        fresh = _build_user_model(args.model, num_classes)
+        with _option("--model"):
+            fresh = model_factory(args.model, num_classes)
     if not args.weights:
         raise CommandError(
             "--data needs --weights: a model trained on that data (a state-dict file); only the "
             "embedded default data can be trained here"
         )
-    model = fresh(0)
-    _load_weights(model, args.weights)
+    with _option("--model"):
+        model = fresh(0)
+    with _option("--weights"):
+        load_weights(model, args.weights)
     model.eval()
 
-    def load(dataset: Any, idx: Tensor, n: int, desc: str) -> Tuple[Tensor, Tensor]:
-        from tqdm.auto import tqdm
-
-        idx = idx[:n]
-        items = [dataset[int(i)] for i in tqdm(idx, desc=desc, disable=not progress)]
-        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
-
-    needed_test = max(preset.n_eval, preset.roar_test)
-    train_images, train_labels = load(train_set, train_idx, preset.roar_train, "loading train")
-    test_images, test_labels = load(test_set, test_idx, needed_test, "loading test")
-    mean = torch.tensor(_IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD).view(3, 1, 1)
+    train_images, train_labels = splits.tensors("train", preset.roar_train, progress)
+    test_images, test_labels = splits.tensors("test", max(preset.n_eval, preset.roar_test),
+                                              progress)
 
     def display(images: Tensor) -> np.ndarray:
-        return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        return splits.denormalize(images).permute(0, 2, 3, 1).numpy()
 
     info = {"model": args.model or "DigitsResNet", "weights": str(args.weights),
-            "data": f"ImageFolder {root} ({num_classes} classes, {args.image_size} px)"}
+            "data": f"ImageFolder {splits.root} ({num_classes} classes, {args.image_size} px)"}
     return Setup(model, fresh, train_images, train_labels, test_images, test_labels, None,
                  display, baseline=None, info=info)
 
 
 # --------------------------------------------------------------------------- benchmarks
-
-
-def _quiet_captum() -> None:
-    # Captum warns on every call about inputs that need no gradient and in-place hooks.
-    warnings.filterwarnings("ignore", module=r"captum\..*")
-    warnings.filterwarnings("ignore", message=r".*(backward hook|inplace|detach|requires_grad).*")
 
 
 def compute_maps(
@@ -362,25 +304,6 @@ def compute_maps(
     return maps, seconds
 
 
-def _roar_model_name(model: nn.Module) -> str:
-    """Class, stage widths (read off the BatchNorm layers) and size of the ROAR model."""
-    from captum_prune.models import DigitsResNet
-
-    name = type(model).__name__
-    if isinstance(model, DigitsResNet):
-        widths = [getattr(model, f"layer{i}").bn2.num_features
-                  for i in range(1, model.num_stages + 1)]
-        name += f", widths {tuple(widths)}"
-    n = sum(p.numel() for p in model.parameters())
-    return f"{name}, {n} parameters"
-
-
-def _predicted(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
-    with torch.no_grad():
-        return torch.cat([model(images[s:s + batch_size]).argmax(1)
-                          for s in range(0, len(images), batch_size)])
-
-
 def sanity_stages(model: nn.Module) -> List[str]:
     r"""
     Randomisation stages from the output to the input: the top-level children that own
@@ -401,66 +324,59 @@ def sanity_stages(model: nn.Module) -> List[str]:
 
 
 def run_sanity(setup: Setup, factories: Dict[str, Callable], preset: Preset, seed: int,
-               progress: bool) -> Dict[str, Any]:
+               progress: bool) -> SanityResults:
     from tqdm.auto import tqdm
 
     from captum_prune.evaluation import cascading_randomization
 
     x = setup.test_images[:preset.n_sanity]
-    target = _predicted(setup.model, x)
+    target = predict(setup.model, x)
     order = sanity_stages(setup.model)
-    out: Dict[str, Any] = {"stages": ["original"] + order, "pass_below": SANITY_PASS_BELOW,
-                           "metric_for_outcome": "spearman_abs", "methods": {}}
+    methods = {}
     for name in tqdm(factories, desc="sanity check", unit="method", disable=not progress):
         result = cascading_randomization(setup.model, factories[name], x, target,
                                          layer_order=order, seed=seed, batch_size=16)
-        d = result.to_dict()
-        final = d["spearman_abs"]["mean"][-1]
-        d["final_spearman_abs"] = final
-        # The final stage alone is lenient (every map decorrelates once the whole net is
-        # random); the mean over the randomised stages shows how early a method reacts.
-        later = [v for v in d["spearman_abs"]["mean"][1:] if v is not None]
-        d["mean_spearman_abs_randomised"] = float(np.mean(later)) if later else None
-        d["passed"] = bool(final is not None and final < SANITY_PASS_BELOW)
-        out["methods"][name] = d
-    return out
+        methods[name] = SanityCurves.from_summary(result.to_dict(), SANITY_PASS_BELOW)
+    return SanityResults(["original"] + order, methods, SANITY_PASS_BELOW)
 
 
 def run_perturbation(setup: Setup, maps: Dict[str, Tensor], images: Tensor, target: Tensor,
-                     progress: bool) -> Dict[str, Any]:
+                     progress: bool) -> PerturbationResults:
     from tqdm.auto import tqdm
 
     from captum_prune.evaluation import pixel_perturbation
 
-    out: Dict[str, Any] = {"fractions": list(LERF_FRACTIONS), "lerf": {}, "morf": {}}
+    curves: Dict[str, Dict[str, PerturbationCurve]] = {"lerf": {}, "morf": {}}
     jobs = [(mode, name) for mode in ("lerf", "morf") for name in maps]
     for mode, name in tqdm(jobs, desc="pixel perturbation", disable=not progress):
         result = pixel_perturbation(setup.model, images, maps[name], target,
                                     fractions=LERF_FRACTIONS, mode=mode, baseline=setup.baseline)
-        out[mode][name] = result.to_dict()
-    return out
+        curves[mode][name] = PerturbationCurve.from_dict(result.to_dict())
+    return PerturbationResults(list(LERF_FRACTIONS), curves["lerf"], curves["morf"])
 
 
 def run_localisation(setup: Setup, maps: Dict[str, Tensor], images: Tensor,
-                     boxes: Optional[Tensor]) -> Dict[str, Any]:
+                     boxes: Optional[Tensor]) -> LocalisationResults:
     from captum_prune.evaluation import attribution_mass_in_box, boxes_to_masks, pointing_game
 
     if boxes is None:
-        return {"skipped": "the data has no ground-truth boxes (only the embedded data has)"}
+        return LocalisationResults(
+            skipped="the data has no ground-truth boxes (only the embedded data has)")
     masks = boxes_to_masks(boxes, *images.shape[-2:])
-    out: Dict[str, Any] = {"region": "ground-truth bounding box", "methods": {}}
-    for name, a in maps.items():
-        out["methods"][name] = {
+    return LocalisationResults({
+        name: LocalisationScores.from_dict({
             "mass_in_box": attribution_mass_in_box(a, masks).to_dict(),
             "pointing_game": pointing_game(a, masks).to_dict(),
-        }
-    return out
+        })
+        for name, a in maps.items()
+    })
 
 
 def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch_size: int,
-             progress: bool) -> Dict[str, Any]:
+             progress: bool) -> RoarResults:
     from captum_prune.evaluation import remove_and_retrain
-    from captum_prune.training import train_classifier
+    from captum_prune.zoo.models import describe_model
+    from captum_prune.zoo.training import train_classifier
 
     x_train = setup.train_images[:preset.roar_train]
     y_train = setup.train_labels[:preset.roar_train]
@@ -468,8 +384,8 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
     y_test = setup.test_labels[:preset.roar_test]
     device = next(iter(setup.model.parameters())).device
     # Maps for the predicted class of the trained model, as the reference does.
-    t_train = _predicted(setup.model, x_train.to(device))
-    t_test = _predicted(setup.model, x_test.to(device))
+    t_train = predict(setup.model, x_train.to(device))
+    t_test = predict(setup.model, x_test.to(device))
     unmodified: Dict[int, nn.Module] = {}
 
     def train_fn(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
@@ -485,18 +401,12 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
             unmodified[seed] = model
         return model
 
-    out: Dict[str, Any] = {
-        "fractions": [0.0] + list(ROAR_FRACTIONS), "seeds": list(preset.roar_seeds),
-        "epochs": preset.roar_epochs, "n_train": len(x_train), "n_test": len(x_test),
-        "lr": preset.roar_lr, "batch_size": preset.roar_batch_size,
-        "retrained_model": _roar_model_name(setup.fresh_model(0)),
-        "methods": {}, "map_seconds_per_image": {},
-    }
+    methods, seconds = {}, {}
     for name, factory in factories.items():
-        maps, seconds = compute_maps({name: factory}, setup.model,
-                                     torch.cat([x_train, x_test]).to(device),
-                                     torch.cat([t_train, t_test]), batch_size, progress,
-                                     f"ROAR maps {name}")
+        maps, timing = compute_maps({name: factory}, setup.model,
+                                    torch.cat([x_train, x_test]).to(device),
+                                    torch.cat([t_train, t_test]), batch_size, progress,
+                                    f"ROAR maps {name}")
         a = maps[name]
         result = remove_and_retrain(
             x_train.to(device), y_train.to(device), x_test.to(device), y_test.to(device),
@@ -504,19 +414,24 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
             fractions=ROAR_FRACTIONS, seeds=preset.roar_seeds, baseline=setup.baseline,
             progress=progress,
         )
-        out["methods"][name] = result.to_dict()
-        out["map_seconds_per_image"][name] = seconds[name]
-    return out
+        methods[name] = RoarCurve.from_dict(result.to_dict())
+        seconds[name] = timing[name]
+    return RoarResults(
+        fractions=[0.0] + list(ROAR_FRACTIONS), seeds=list(preset.roar_seeds),
+        epochs=preset.roar_epochs, n_train=len(x_train), n_test=len(x_test), methods=methods,
+        lr=preset.roar_lr, batch_size=preset.roar_batch_size,
+        retrained_model=describe_model(setup.fresh_model(0)), map_seconds_per_image=seconds,
+    )
 
 
-def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> Dict[str, Any]:
+def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> PathwayResults:
     from tqdm.auto import tqdm
 
     from captum_prune import PrunedGradient
     from captum_prune.evaluation._explain import mean_std
 
     x = setup.test_images[:n]
-    target = _predicted(setup.model, x)
+    target = predict(setup.model, x)
     method = PrunedGradient(setup.model)
     pathways = {}
     for criterion in tqdm(("taylor", "integrated_gradients", "random"), desc="pathways",
@@ -524,38 +439,23 @@ def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> Dict[s
         pathways[criterion] = method.pathway(x, target=target, sparsity=sparsity,
                                              criterion=criterion)
 
-    def stats(values: Tensor) -> Dict[str, Any]:
+    def stat(values: Tensor) -> Stat:
         mean, std = mean_std(values.double().cpu().numpy())
-        return {"mean": float(mean), "std": float(std)}
+        return Stat(float(mean), float(std))
 
     names = list(pathways)
-    jaccard = {
-        f"{a} vs {b}": stats(pathways[a].jaccard(pathways[b]))
-        for i, a in enumerate(names) for b in names[i + 1:]
-    }
-    return {
-        "sparsity": sparsity, "n_examples": len(x),
-        "jaccard": jaccard,
-        "dead_fraction": {c: stats(p.dead_fraction()) for c, p in pathways.items()},
-        "kept_fraction": {c: stats(p.kept_fraction) for c, p in pathways.items()},
-        "target_kept": {
-            c: stats((p.pruned_output.argmax(1).cpu() == target.cpu()).double())
-            for c, p in pathways.items()
-        },
-    }
+    return PathwayResults(
+        sparsity=sparsity, n_examples=len(x),
+        jaccard={f"{a} vs {b}": stat(pathways[a].jaccard(pathways[b]))
+                 for i, a in enumerate(names) for b in names[i + 1:]},
+        dead_fraction={c: stat(p.dead_fraction()) for c, p in pathways.items()},
+        kept_fraction={c: stat(p.kept_fraction) for c, p in pathways.items()},
+        target_kept={c: stat((p.pruned_output.argmax(1).cpu() == target.cpu()).double())
+                     for c, p in pathways.items()},
+    )
 
 
 # --------------------------------------------------------------------------- command
-
-
-def _parse_list(text: Optional[str], allowed: Sequence[str], option: str) -> List[str]:
-    if text is None or text.strip().lower() == "all":
-        return list(allowed)
-    names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    unknown = [n for n in names if n not in allowed]
-    if unknown or not names:
-        raise CommandError(f"{option}: unknown {unknown or text!r}; choose from {', '.join(allowed)}")
-    return [n for n in allowed if n in names]
 
 
 def _preset(args: argparse.Namespace) -> Preset:
@@ -573,12 +473,11 @@ def _preset(args: argparse.Namespace) -> Preset:
         if args.roar_seeds < 1:
             raise CommandError(f"--roar-seeds must be positive, got {args.roar_seeds}")
         overrides["roar_seeds"] = tuple(range(args.roar_seeds))
-    values = {**base.__dict__, **overrides}
-    values["n_sanity"] = min(values["n_sanity"], values["n_eval"])
-    values["n_pathway"] = min(values["n_pathway"], values["n_eval"])
-    if values["roar_train"] < 2:
+    preset = replace(base, **overrides)
+    if preset.roar_train < 2:
         raise CommandError("--roar-train must be at least 2")
-    return Preset(**values)
+    return replace(preset, n_sanity=min(preset.n_sanity, preset.n_eval),
+                   n_pathway=min(preset.n_pathway, preset.n_eval))
 
 
 def _versions() -> Dict[str, str]:
@@ -593,45 +492,33 @@ def _versions() -> Dict[str, str]:
             "platform": platform.platform()}
 
 
-def _check_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {out} exists and is not a folder")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise CommandError(f"--out {out}: the parent folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise CommandError(f"--out {out}: cannot write into {parent}")
-
-
 def run(args: argparse.Namespace) -> int:
     r"""Runs the benchmark; returns the exit status."""
-    with torch_threads(args.threads):
+    with torch_threads(args.threads), quiet_captum():
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from captum_prune.methods import DEFAULT_METHODS, build_methods, parse_methods
-    from captum_prune.demo import DEFAULT_SPARSITY
+    from captum_prune.cli import report
+    from captum_prune.cli.methods import DEFAULT_METHODS, build_methods, parse_methods
 
     started = time.perf_counter()
-    sparsity = check_sparsity(DEFAULT_SPARSITY if args.sparsity is None else args.sparsity)
+    sparsity = check_sparsity(args.sparsity)
     try:
         names = parse_methods(args.methods, default=DEFAULT_METHODS)
     except ValueError as error:
-        raise CommandError(str(error).replace("methods:", "--methods:"))
-    benchmarks = _parse_list(args.benchmarks, BENCHMARKS, "--benchmarks")
+        raise CommandError(str(error).replace("methods:", "--methods:")) from None
+    benchmarks = parse_choices(args.benchmarks, BENCHMARKS, "--benchmarks")
     preset = _preset(args)
-    if args.seed < 0:
-        raise CommandError(f"--seed must be non-negative, got {args.seed}")
+    check_seed(args.seed)
     if args.weights and not Path(args.weights).is_file():
         raise CommandError(f"--weights {args.weights}: no such file")
     if args.data and not Path(args.data).is_dir():
         raise CommandError(f"--data {args.data}: no such folder")
     device = resolve_device(args.device)
     out = Path(args.out)
-    _check_output(out)
+    check_output_folder(out, writable_parent=True)
     progress = not args.no_progress
-    _quiet_captum()
 
     setup = (_folder_setup if args.data else _embedded_setup)(args, preset, progress)
     setup.model = setup.model.to(device).eval()
@@ -639,73 +526,67 @@ def _run(args: argparse.Namespace) -> int:
     batch_size = 32
 
     timings: Dict[str, float] = {}
-    results: Dict[str, Any] = {}
     n_eval = min(preset.n_eval, len(setup.test_images))
     images = setup.test_images[:n_eval].to(device)
-    target = _predicted(setup.model, images)
+    target = predict(setup.model, images)
     t0 = time.perf_counter()
     maps, seconds = compute_maps(factories, setup.model, images, target, batch_size, progress,
                                  "attribution maps")
     timings["maps"] = time.perf_counter() - t0
     boxes = None if setup.test_boxes is None else setup.test_boxes[:n_eval]
-    for bench in benchmarks:
-        t0 = time.perf_counter()
-        if bench == "sanity":
-            results["sanity"] = run_sanity(setup, factories, preset, args.seed, progress)
-        elif bench == "perturbation":
-            results["pixel_perturbation"] = run_perturbation(setup, maps, images, target, progress)
-        elif bench == "localisation":
-            results["localisation"] = run_localisation(setup, maps, images, boxes)
-        elif bench == "roar":
-            results["roar"] = run_roar(setup, factories, preset, batch_size, progress)
-        elif bench == "pathway":
-            results["pathway"] = run_pathway(setup, sparsity, min(preset.n_pathway, n_eval),
-                                             progress)
-        timings[bench] = time.perf_counter() - t0
-
     config = {
         "preset": "quick" if args.quick else "full", "methods": names, "benchmarks": benchmarks,
         "sparsity": sparsity, "seed": args.seed, "device": str(device),
         "model": args.model, "weights": args.weights, "data": args.data,
         "image_size": args.image_size if args.data else None,
-        "sizes": {k: (list(v) if isinstance(v, tuple) else v) for k, v in preset.__dict__.items()},
+        "sizes": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(preset).items()},
         "lerf_fractions": list(LERF_FRACTIONS), "roar_fractions": list(ROAR_FRACTIONS),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     }
-    document = {
-        "format": RESULTS_FORMAT, "complete": True, "config": config,
-        "versions": _versions(), "model": setup.info, "methods": names,
-        "map_seconds_per_image": seconds, **results,
-    }
-    from captum_prune import report
+    results = BenchmarkResults(methods=names, config=config, versions=_versions(),
+                               model=setup.info, map_seconds_per_image=seconds)
+    for bench in benchmarks:
+        t0 = time.perf_counter()
+        if bench == "sanity":
+            results.sanity = run_sanity(setup, factories, preset, args.seed, progress)
+        elif bench == "perturbation":
+            results.pixel_perturbation = run_perturbation(setup, maps, images, target, progress)
+        elif bench == "localisation":
+            results.localisation = run_localisation(setup, maps, images, boxes)
+        elif bench == "roar":
+            results.roar = run_roar(setup, factories, preset, batch_size, progress)
+        elif bench == "pathway":
+            results.pathway = run_pathway(setup, sparsity, min(preset.n_pathway, n_eval),
+                                          progress)
+        timings[bench] = time.perf_counter() - t0
 
-    _write_outputs(out, document, maps, setup, images, boxes, timings, started)
-    print(report.summary_text(document))
+    _write_outputs(out, results, maps, setup, images, boxes, timings, started)
+    print(report.summary_text(results))
     print(f"\nwrote {out}/results.json, results.md, report.html and plots "
-          f"({document['timings']['total_seconds']:.0f} s)")
+          f"({results.timings['total_seconds']:.0f} s)")
     return 0
 
 
-def _write_outputs(out: Path, document: Dict[str, Any], maps: Dict[str, Tensor], setup: Setup,
+def _write_outputs(out: Path, results: BenchmarkResults, maps: Dict[str, Tensor], setup: Setup,
                    images: Tensor, boxes: Optional[Tensor], timings: Dict[str, float],
                    started: float) -> None:
     r"""Writes everything into a temporary folder beside ``out``, then moves it into place."""
-    from captum_prune import report
+    from captum_prune.cli import report
 
     parent = out.resolve().parent
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     try:
         n = min(6, len(images))
         figures = report.write_benchmark_figures(
-            staging, document, {k: v[:n] for k, v in maps.items()},
+            staging, results, {k: v[:n] for k, v in maps.items()},
             setup.display(images[:n]), None if boxes is None else boxes[:n],
         )
-        document["figures"] = [f.name for f in figures]
-        document["timings"] = {**{f"{k}_seconds": v for k, v in timings.items()},
-                               "total_seconds": time.perf_counter() - started}
-        report.write_benchmark_markdown(staging / "results.md", document)
-        report.write_benchmark_html(staging / "report.html", document, figures)
-        report.write_json(staging / "results.json", document)  # last: marks completion
+        results.figures = [f.name for f in figures]
+        results.timings = {**{f"{k}_seconds": v for k, v in timings.items()},
+                           "total_seconds": time.perf_counter() - started}
+        report.write_benchmark_markdown(staging / "results.md", results)
+        report.write_benchmark_html(staging / "report.html", results, figures)
+        report.write_json(staging / "results.json", results.to_dict())  # last: marks completion
         out.mkdir(parents=True, exist_ok=True)
         # An older results.json would vouch for the mix of old and new files while moving.
         (out / "results.json").unlink(missing_ok=True)

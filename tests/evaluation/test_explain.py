@@ -5,15 +5,6 @@ from captum_prune.evaluation import reduce_channels, trapezoid_auc
 from captum_prune.evaluation._explain import as_target, attribute, mean_std
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from threads, and on a busy machine they slow down a lot.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_reduce_channels_definitions():
     a = torch.tensor([[1.0, -3.0], [2.0, 0.5]]).view(2, 1, 1, 2).transpose(0, 1)  # 1 x 2 x 1 x 2
     # Channel values per pixel: pixel 0 -> (1, 2), pixel 1 -> (-3, 0.5).

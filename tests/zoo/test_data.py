@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from captum_prune.data import DIGIT_CLASSES, make_digits_canvas
+from captum_prune.zoo.data import DIGIT_CLASSES, make_digits_canvas
 
 
 @pytest.fixture(scope="module")

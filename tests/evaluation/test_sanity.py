@@ -8,7 +8,6 @@ from captum.attr import IntegratedGradients, Saliency
 from sklearn.datasets import load_digits
 
 from captum_prune.evaluation import cascading_randomization, parameter_stages
-from tests.test_evaluation_explain import one_thread  # noqa: F401 (autouse fixture)
 
 
 def _cnn():

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from captum_prune.cli import CommandError
-from captum_prune.demo import torch_threads
+from captum_prune.cli.demo import torch_threads
 
 MODELS = ("resnet18", "resnet50", "vgg16")
 DEVICES = ("cpu", "cuda", "all")

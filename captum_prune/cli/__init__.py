@@ -1,25 +1,34 @@
 r"""The ``captum-prune`` command (also ``python -m captum_prune``).
 
-Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their subcommand runs, so a missing
-optional dependency affects only that subcommand.
+Each subcommand lives in its own module of this package (:mod:`~captum_prune.cli.demo`,
+:mod:`~captum_prune.cli.benchmark`, :mod:`~captum_prune.cli.speed`,
+:mod:`~captum_prune.cli.insights`), which provides ``add_arguments(parser)`` and
+``run(args) -> int`` and raises :class:`~captum_prune.cli.errors.CommandError` for a user
+error. Modules are imported only when their subcommand runs, so a missing optional dependency
+affects only that subcommand. Beside them: :mod:`~captum_prune.cli.methods` (the registry of
+the methods the commands compare), :mod:`~captum_prune.cli.results` (the benchmark's results)
+and :mod:`~captum_prune.cli.report` (figures, tables and the HTML report).
 """
 import argparse
 import importlib
 import sys
 from typing import List, Optional
 
+from captum_prune.cli.errors import CommandError
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS", "CommandError"]
+
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "demo": ("captum_prune.demo", "maps of PrunedGradient and Captum baselines on the embedded digits model"),
-    "benchmark": ("captum_prune.benchmark", "sanity check, pixel perturbation, ROAR and localisation for many methods"),
-    "speed": ("captum_prune.speed", "time PrunedGradient against Saliency and IntegratedGradients"),
-    "insights": ("captum_prune.insights", "serve Captum Insights (captum 0.8) with PrunedGradient on the digits model"),
+    "demo": ("captum_prune.cli.demo",
+             "maps of PrunedGradient and Captum baselines on the embedded digits model"),
+    "benchmark": ("captum_prune.cli.benchmark",
+                  "sanity check, pixel perturbation, ROAR and localisation for many methods"),
+    "speed": ("captum_prune.cli.speed",
+              "time PrunedGradient against Saliency and IntegratedGradients"),
+    "insights": ("captum_prune.cli.insights",
+                 "serve Captum Insights (captum 0.8) with PrunedGradient on the digits model"),
 }
-
-
-class CommandError(Exception):
-    r"""A user-facing error: printed without a traceback, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    r"""Runs ``captum-prune`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit
+    status (2 for a user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Find the subcommand first, then let its module add its own arguments.

@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from captum_prune import cli, speed
+from captum_prune import cli
+from captum_prune.cli import speed
 
 MiB = 2**20
 

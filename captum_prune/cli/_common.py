@@ -1,0 +1,95 @@
+r"""Helpers shared by the commands: option checks, threads, devices and Captum's warnings."""
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence
+
+import torch
+
+from captum_prune.cli.errors import CommandError
+
+
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    r"""Runs the block with ``n`` torch CPU threads (``None`` or 0: unchanged), then restores."""
+    if n is None or n == 0:
+        yield
+        return
+    if n < 0:
+        raise CommandError(f"--threads must be positive (or 0 for torch's choice), got {n}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def quiet_captum() -> Iterator[None]:
+    r"""Hides, inside the block only, the warnings Captum gives on every call (inputs that need
+    no gradient, backward hooks next to in-place modules); the caller's filters are restored."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"captum\..*")
+        warnings.filterwarnings(
+            "ignore", message=r".*(backward hook|inplace|detach|requires_grad|did not already).*"
+        )
+        yield
+
+
+def resolve_device(name: str) -> torch.device:
+    r"""``--device`` as a :class:`torch.device`; ``auto`` picks CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CommandError(
+            f"--device: unknown device {name!r}; use cpu, cuda, cuda:N or auto"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def check_sparsity(value: float) -> float:
+    r"""Validates ``--sparsity``."""
+    if not 0.0 <= value < 1.0:
+        raise CommandError(f"--sparsity must be in [0, 1), got {value}")
+    return value
+
+
+def check_output_folder(out: Path, writable_parent: bool = False) -> None:
+    r"""Validates ``--out``: not an existing file; with ``writable_parent``, its parent folder
+    exists and can be written (where a staging folder goes)."""
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} exists and is not a folder")
+    if not writable_parent:
+        return
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise CommandError(f"--out {out}: the parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"--out {out}: cannot write into {parent}")
+
+
+def parse_choices(text: Optional[str], allowed: Sequence[str], option: str) -> List[str]:
+    r"""A comma-separated subset of ``allowed`` (case-insensitive), in the order of ``allowed``;
+    ``None`` or ``"all"``: all of them."""
+    if text is None or text.strip().lower() == "all":
+        return list(allowed)
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise CommandError(
+            f"{option}: unknown {unknown or text!r}; choose from {', '.join(allowed)}"
+        )
+    return [n for n in allowed if n in names]
+
+
+def check_seed(seed: int) -> int:
+    r"""Validates ``--seed``."""
+    if seed < 0:
+        raise CommandError(f"--seed must be non-negative, got {seed}")
+    return seed

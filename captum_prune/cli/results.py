@@ -1,0 +1,355 @@
+r"""
+The results of ``captum-prune benchmark``, one dataclass per protocol, as the report reads
+them.
+
+:class:`BenchmarkResults` is what :mod:`captum_prune.cli.benchmark` builds and
+:mod:`captum_prune.cli.report` turns into tables, plots and pages. ``to_dict()`` gives the
+``results.json`` document and :meth:`BenchmarkResults.from_dict` reads one back. Every derived
+value (a sanity verdict, a mean over stages) is computed here, once, when the result is made;
+the report only formats.
+
+The per-method entries keep the protocol's own JSON summary (``record``: the ``to_dict()`` of
+an :mod:`captum_prune.evaluation` result) and expose the fields the report uses as attributes.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+__all__ = [
+    "RESULTS_FORMAT",
+    "SANITY_PASS_BELOW",
+    "Stat",
+    "PerturbationCurve",
+    "PerturbationResults",
+    "RoarCurve",
+    "RoarResults",
+    "SanityCurves",
+    "SanityResults",
+    "LocalisationScores",
+    "LocalisationResults",
+    "PathwayResults",
+    "BenchmarkResults",
+]
+
+RESULTS_FORMAT = "captum-prune-benchmark/1"
+#: A method passes the sanity check when, with every block randomised, the mean Spearman
+#: correlation of its absolute map with the original map falls below this.
+SANITY_PASS_BELOW = 0.5
+
+Values = List[Optional[float]]
+
+
+@dataclass(frozen=True)
+class Stat:
+    r"""A mean and a standard deviation (None where undefined)."""
+
+    mean: Optional[float]
+    std: Optional[float]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Stat":
+        return cls(d["mean"], d.get("std"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+
+@dataclass(frozen=True)
+class PerturbationCurve:
+    r"""One method's pixel-perturbation curve (a :class:`~captum_prune.evaluation.PerturbationResult`
+    summary): the change per fraction, mean and std over examples, and its AUC."""
+
+    mean: Values
+    std: Values
+    auc: Optional[float]
+    n_examples: int
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PerturbationCurve":
+        return cls(d["mean"], d["std"], d["auc"], d["n_examples"], dict(d))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.record)
+
+
+@dataclass(frozen=True)
+class PerturbationResults:
+    r"""LeRF and MoRF curves of every method, over ``fractions``."""
+
+    fractions: List[float]
+    lerf: Dict[str, PerturbationCurve]
+    morf: Dict[str, PerturbationCurve]
+
+    def curves(self, mode: str) -> Dict[str, PerturbationCurve]:
+        r"""The curves of ``mode`` (``"lerf"`` or ``"morf"``)."""
+        return {"lerf": self.lerf, "morf": self.morf}[mode]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PerturbationResults":
+        return cls(list(d["fractions"]),
+                   *({n: PerturbationCurve.from_dict(c) for n, c in d[m].items()}
+                     for m in ("lerf", "morf")))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"fractions": list(self.fractions),
+                "lerf": {n: c.to_dict() for n, c in self.lerf.items()},
+                "morf": {n: c.to_dict() for n, c in self.morf.items()}}
+
+
+@dataclass(frozen=True)
+class RoarCurve:
+    r"""One method's ROAR accuracies (a :class:`~captum_prune.evaluation.RoarResult` summary)."""
+
+    mean: Values
+    std: Values
+    auc: Optional[float]
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RoarCurve":
+        return cls(d["mean"], d["std"], d["auc"], dict(d))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.record)
+
+
+@dataclass(frozen=True)
+class RoarResults:
+    r"""ROAR of every method, with the settings of the retraining."""
+
+    fractions: List[float]
+    seeds: List[int]
+    epochs: int
+    n_train: int
+    n_test: int
+    methods: Dict[str, RoarCurve]
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+    retrained_model: Optional[str] = None
+    map_seconds_per_image: Dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RoarResults":
+        return cls(
+            fractions=list(d["fractions"]), seeds=list(d["seeds"]), epochs=d["epochs"],
+            n_train=d["n_train"], n_test=d["n_test"],
+            methods={n: RoarCurve.from_dict(c) for n, c in d["methods"].items()},
+            lr=d.get("lr"), batch_size=d.get("batch_size"),
+            retrained_model=d.get("retrained_model"),
+            map_seconds_per_image=dict(d.get("map_seconds_per_image", {})),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "fractions": list(self.fractions), "seeds": list(self.seeds),
+            "epochs": self.epochs, "n_train": self.n_train, "n_test": self.n_test,
+            "lr": self.lr, "batch_size": self.batch_size,
+            "retrained_model": self.retrained_model,
+            "methods": {n: c.to_dict() for n, c in self.methods.items()},
+            "map_seconds_per_image": dict(self.map_seconds_per_image),
+        }
+
+
+@dataclass(frozen=True)
+class SanityCurves:
+    r"""
+    One method's sanity check (a :class:`~captum_prune.evaluation.SanityCheckResult`
+    summary) and its verdict.
+
+    Attributes:
+        spearman_abs, ssim (dict): ``{"mean": [...], "std": [...]}`` per stage.
+        final_spearman_abs (float or None): The mean Spearman correlation of the absolute map
+                    with every block randomised.
+        mean_spearman_abs_randomised (float or None): Its mean over the randomised stages
+                    (stage 0 left out): how early the maps react.
+        passed (bool): ``final_spearman_abs < pass_below``.
+    """
+
+    spearman_abs: Dict[str, Values]
+    ssim: Dict[str, Values]
+    final_spearman_abs: Optional[float]
+    mean_spearman_abs_randomised: Optional[float]
+    passed: bool
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any],
+                     pass_below: float = SANITY_PASS_BELOW) -> "SanityCurves":
+        r"""The curves and verdict of a ``SanityCheckResult.to_dict()`` summary."""
+        means = summary["spearman_abs"]["mean"]
+        final = means[-1]
+        # The final stage alone is lenient (every map decorrelates once the whole net is
+        # random); the mean over the randomised stages shows how early a method reacts.
+        later = [v for v in means[1:] if v is not None]
+        record = dict(summary)
+        record["final_spearman_abs"] = final
+        record["mean_spearman_abs_randomised"] = float(np.mean(later)) if later else None
+        record["passed"] = bool(final is not None and final < pass_below)
+        return cls.from_dict(record)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SanityCurves":
+        return cls(d["spearman_abs"], d["ssim"], d["final_spearman_abs"],
+                   d["mean_spearman_abs_randomised"], d["passed"], dict(d))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.record)
+
+
+@dataclass(frozen=True)
+class SanityResults:
+    r"""The sanity check of every method, over ``stages`` (``"original"`` first)."""
+
+    stages: List[str]
+    methods: Dict[str, SanityCurves]
+    pass_below: float = SANITY_PASS_BELOW
+    metric_for_outcome: str = "spearman_abs"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SanityResults":
+        return cls(list(d["stages"]),
+                   {n: SanityCurves.from_dict(c) for n, c in d["methods"].items()},
+                   d["pass_below"], d.get("metric_for_outcome", "spearman_abs"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"stages": list(self.stages), "pass_below": self.pass_below,
+                "metric_for_outcome": self.metric_for_outcome,
+                "methods": {n: c.to_dict() for n, c in self.methods.items()}}
+
+
+@dataclass(frozen=True)
+class LocalisationScores:
+    r"""One method's share of positive mass in the box and pointing-game hit rate."""
+
+    mass_in_box: Stat
+    pointing_game: Stat
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LocalisationScores":
+        return cls(Stat.from_dict(d["mass_in_box"]), Stat.from_dict(d["pointing_game"]),
+                   dict(d))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.record)
+
+
+@dataclass(frozen=True)
+class LocalisationResults:
+    r"""Localisation of every method, or why it was skipped (data without boxes)."""
+
+    methods: Dict[str, LocalisationScores] = field(default_factory=dict)
+    region: str = "ground-truth bounding box"
+    skipped: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LocalisationResults":
+        if "skipped" in d:
+            return cls(skipped=d["skipped"])
+        return cls({n: LocalisationScores.from_dict(c) for n, c in d["methods"].items()},
+                   d.get("region", "ground-truth bounding box"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
+        return {"region": self.region,
+                "methods": {n: c.to_dict() for n, c in self.methods.items()}}
+
+
+@dataclass(frozen=True)
+class PathwayResults:
+    r"""Overlaps and contents of the PrunedGradient pathways of several criteria."""
+
+    sparsity: float
+    n_examples: int
+    #: ``{"a vs b": Jaccard overlap}`` for every pair of criteria.
+    jaccard: Dict[str, Stat]
+    #: Per criterion: share of kept neurons that are dead (zero activation).
+    dead_fraction: Dict[str, Stat]
+    #: Per criterion: share of neurons kept.
+    kept_fraction: Dict[str, Stat]
+    #: Per criterion: how often the pruned network still predicts the class.
+    target_kept: Dict[str, Stat]
+
+    _STATS = ("jaccard", "dead_fraction", "kept_fraction", "target_kept")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PathwayResults":
+        stats = {k: {n: Stat.from_dict(v) for n, v in d[k].items()} for k in cls._STATS}
+        return cls(d["sparsity"], d["n_examples"], **stats)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"sparsity": self.sparsity, "n_examples": self.n_examples}
+        for k in self._STATS:
+            out[k] = {n: v.to_dict() for n, v in getattr(self, k).items()}
+        return out
+
+
+#: JSON key -> (attribute, class) of the protocol sections, in the order of results.json.
+_SECTIONS = (
+    ("sanity", SanityResults),
+    ("pixel_perturbation", PerturbationResults),
+    ("localisation", LocalisationResults),
+    ("pathway", PathwayResults),
+    ("roar", RoarResults),
+)
+
+
+@dataclass
+class BenchmarkResults:
+    r"""
+    Everything a benchmark run found and how it ran: the ``results.json`` document.
+
+    Attributes:
+        methods (list of str): The methods, in the order of tables and figures.
+        config (dict): The command's settings (preset, sizes, sparsity, seed, device, ...).
+        versions (dict): Library versions and platform.
+        model (dict): What was explained (model, weights, data, test accuracy, ...).
+        map_seconds_per_image (dict): Seconds per image of every method's maps.
+        sanity, pixel_perturbation, localisation, pathway, roar: The protocols that ran
+                    (None for the others).
+        figures (list of str): File names of the plots written beside the results.
+        timings (dict): Seconds of each step and in total.
+    """
+
+    methods: List[str]
+    config: Dict[str, Any] = field(default_factory=dict)
+    versions: Dict[str, str] = field(default_factory=dict)
+    model: Dict[str, Any] = field(default_factory=dict)
+    map_seconds_per_image: Dict[str, float] = field(default_factory=dict)
+    sanity: Optional[SanityResults] = None
+    pixel_perturbation: Optional[PerturbationResults] = None
+    localisation: Optional[LocalisationResults] = None
+    pathway: Optional[PathwayResults] = None
+    roar: Optional[RoarResults] = None
+    figures: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BenchmarkResults":
+        r"""Reads a ``results.json`` document (as :func:`json.load` returns it)."""
+        sections = {key: kind.from_dict(d[key]) for key, kind in _SECTIONS if d.get(key)}
+        return cls(
+            methods=list(d["methods"]), config=dict(d.get("config", {})),
+            versions=dict(d.get("versions", {})), model=dict(d.get("model", {})),
+            map_seconds_per_image=dict(d.get("map_seconds_per_image", {})),
+            figures=list(d.get("figures", [])), timings=dict(d.get("timings", {})),
+            **sections,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        r"""The ``results.json`` document (JSON-ready; format :data:`RESULTS_FORMAT`)."""
+        out: Dict[str, Any] = {
+            "format": RESULTS_FORMAT, "complete": True, "config": self.config,
+            "versions": self.versions, "model": self.model, "methods": list(self.methods),
+            "map_seconds_per_image": dict(self.map_seconds_per_image),
+        }
+        for key, _ in _SECTIONS:
+            section = getattr(self, key)
+            if section is not None:
+                out[key] = section.to_dict()
+        out["figures"] = list(self.figures)
+        out["timings"] = dict(self.timings)
+        return out
