@@ -1,8 +1,17 @@
 r"""``captum-prune speed``: time and memory of PrunedGradient against Captum's gradient methods.
 
+The models are torchvision's ``resnet18``, ``resnet50`` and ``vgg16`` with random weights, and
+``digits``, the embedded :class:`~captum_prune.zoo.models.DigitsResNet` (32x32 inputs) with the
+cached default weights when the cache holds them, else random ones (it is never trained here).
+
 Every method runs in one process on the same model and input; the repetitions alternate
 between methods (round robin), so slow drifts of the machine affect all methods alike, and the
 median of each method is reported with its ratio to ``Saliency`` measured in the same run.
+Calls are timed with :func:`torch.utils.benchmark.timer` (which waits for queued accelerator
+work) and summarised by :class:`torch.utils.benchmark.Measurement` (median, interquartile
+range). ``Timer.timeit`` and ``blocked_autorange`` are not used for the calls themselves: they
+add warm-up calls and loops of their own and set the thread count per measurement, which the
+one-call-per-method round robin cannot have.
 The process's CPU seconds per call are reported too: on a machine that other programs keep
 busy they vary far less than the wall clock (best with ``--threads 1``, as idle-spinning
 thread pools count as CPU time).
@@ -32,7 +41,6 @@ import ctypes.util
 import json
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -40,11 +48,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch.utils import benchmark
 
-from captum_prune.cli import CommandError
-from captum_prune.cli.demo import torch_threads
+from captum_prune._shared import atomic_write
+from captum_prune.cli._common import torch_threads
+from captum_prune.cli.errors import CommandError
 
-MODELS = ("resnet18", "resnet50", "vgg16")
+#: torchvision architectures (random weights) and the embedded digits model.
+MODELS = ("resnet18", "resnet50", "vgg16", "digits")
+#: Input side and classes of the digits model.
+_DIGITS_SIZE, _DIGITS_CLASSES = 32, 10
 DEVICES = ("cpu", "cuda", "all")
 CRITERIA = ("taylor", "integrated_gradients")
 #: Methods in the order they are run and printed; Saliency is the reference of every ratio.
@@ -65,6 +78,8 @@ class Measurement:
     per_example_s: float
     times_s: List[float]
     peak_extra_bytes: Optional[int]
+    #: Interquartile range of the wall-clock times.
+    iqr_s: Optional[float] = None
     #: Median CPU seconds of the process per call (all threads): less disturbed than the wall
     #: clock by other programs on a busy machine, but it counts idle-spinning thread pools.
     median_cpu_s: Optional[float] = None
@@ -81,18 +96,20 @@ class Measurement:
 # ------------------------------------------------------------------ measuring one callable
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 def time_call(fn: Callable[[], Any], device: str = "cpu") -> float:
-    r"""Wall-clock seconds of one call of ``fn``, waiting for queued CUDA work on both ends."""
-    _synchronize(device)
-    start = time.perf_counter()
+    r"""Wall-clock seconds of one call of ``fn``, waiting for queued accelerator work on both
+    ends (:func:`torch.utils.benchmark.timer`). ``device`` is kept for the callers' symmetry
+    with :func:`peak_memory_call`."""
+    start = benchmark.timer()
     fn()
-    _synchronize(device)
-    return time.perf_counter() - start
+    return benchmark.timer() - start
+
+
+def summarise(times: Sequence[float], name: str, threads: int) -> benchmark.Measurement:
+    r"""``times`` (seconds of single calls) as a :class:`torch.utils.benchmark.Measurement`,
+    for its ``median`` and ``iqr``."""
+    task = benchmark.TaskSpec(stmt=name, setup="", num_threads=threads)
+    return benchmark.Measurement(number_per_run=1, raw_times=list(times), task_spec=task)
 
 
 def _resident_bytes() -> Optional[int]:
@@ -284,10 +301,20 @@ def profile_phases(fn: Callable[[], Any]) -> Dict[str, float]:
 # ------------------------------------------------------------------ the benchmark
 
 
-def _build_model(name: str, device: str) -> torch.nn.Module:
+def _build_model(name: str, device: str) -> Tuple[torch.nn.Module, str]:
+    r"""The model named ``name`` in eval mode on ``device``, and a note on its weights."""
+    if name == "digits":
+        from captum_prune.zoo.training import DigitsRecipe, load_cached_model
+
+        cached = load_cached_model()
+        if cached is None:
+            model, weights = DigitsRecipe().build_model(), "random weights (none cached)"
+        else:
+            model, weights = cached[0], "cached default weights"
+        return model.eval().to(device), weights
     import torchvision
 
-    return getattr(torchvision.models, name)(weights=None).eval().to(device)
+    return getattr(torchvision.models, name)(weights=None).eval().to(device), "random weights"
 
 
 def _methods_for(
@@ -296,6 +323,7 @@ def _methods_for(
     from captum.attr import IntegratedGradients, Saliency
 
     from captum_prune import PrunedGradient
+    from captum_prune.pruned_gradient import DEFAULT_SPARSITY
 
     saliency = Saliency(model)
     pruned = PrunedGradient(model)
@@ -310,7 +338,7 @@ def _methods_for(
                     "PrunedGradient(taylor)",
                     lambda: pruned.attribute(inputs, target=target, criterion="taylor"),
                     args.repeats,
-                    "sparsity=0.85",
+                    f"sparsity={DEFAULT_SPARSITY:g}",
                 )
             )
         else:
@@ -370,16 +398,22 @@ def run_benchmark(
     for device in _devices(args.device):
         for model_name in args.models:
             torch.manual_seed(args.seed)
-            model = _build_model(model_name, device)
+            model, weights = _build_model(model_name, device)
+            digits = model_name == "digits"
+            size = _DIGITS_SIZE if digits else args.size
+            classes = _DIGITS_CLASSES if digits else 1000
             for batch in args.batch_sizes:
-                inputs = torch.randn(batch, 3, args.size, args.size, generator=generator).to(device)
-                target = torch.randint(0, 1000, (batch,), generator=generator).tolist()
+                inputs = torch.randn(batch, 3, size, size, generator=generator).to(device)
+                target = torch.randint(0, classes, (batch,), generator=generator).tolist()
                 methods = _methods_for(model, inputs, target, args)
-                log(f"{device} {model_name} batch {batch}: " + ", ".join(m[0] for m in methods))
+                log(f"{device} {model_name} ({weights}, {size}x{size}) batch {batch}: "
+                    + ", ".join(m[0] for m in methods))
                 results = compare([(n, f, r) for n, f, r, _ in methods], device)
+                threads = torch.get_num_threads()
                 for name, fn, repeats, note in methods:
                     times, peak, cpu_times = results[name]
-                    median = statistics.median(times)
+                    summary = summarise(times, name, threads)
+                    median = summary.median
                     profiled = args.profile and device == "cpu" and name.startswith("PrunedGradient")
                     rows.append(
                         Measurement(
@@ -392,7 +426,8 @@ def run_benchmark(
                             per_example_s=median / batch,
                             times_s=times,
                             peak_extra_bytes=peak,
-                            median_cpu_s=statistics.median(cpu_times),
+                            iqr_s=summary.iqr,
+                            median_cpu_s=summarise(cpu_times, name, threads).median,
                             note=note,
                             phases_s=profile_phases(fn) if profiled else None,
                         )
@@ -501,7 +536,8 @@ def _name_list(text: str) -> List[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_name_list, default=list(MODELS),
-                        help=f"comma-separated torchvision models, of: {', '.join(MODELS)} (default: all)")
+                        help=f"comma-separated models, of: {', '.join(MODELS)} (default: all; "
+                        "digits: the embedded model, 32x32, cached weights if any)")
     parser.add_argument("--batch-sizes", type=_positive_int_list, default=[1, 8],
                         help="comma-separated batch sizes (default: 1,8)")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (default: all = cpu and cuda if available)")
@@ -575,11 +611,11 @@ def _run_checked(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, info: dict, settings: dict, rows: List[Measurement]) -> None:
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"machine": info, "settings": settings, "rows": [asdict(r) for r in rows]}, out, indent=2)
+        document = {"machine": info, "settings": settings, "rows": [asdict(r) for r in rows]}
+        atomic_write(args.json, json.dumps(document, indent=2))
     if args.markdown:
-        with open(args.markdown, "w") as out:
-            details = ", ".join(f"{k}: {v}" for k, v in info.items())
-            out.write(f"Machine: {details}\n\nSettings: {settings}\n\n{format_table(rows)}\n")
-            if any(r.phase_ratios for r in rows):
-                out.write(f"\nSteps of one profiled call, x Saliency:\n\n{format_phase_table(rows)}\n")
+        details = ", ".join(f"{k}: {v}" for k, v in info.items())
+        text = f"Machine: {details}\n\nSettings: {settings}\n\n{format_table(rows)}\n"
+        if any(r.phase_ratios for r in rows):
+            text += f"\nSteps of one profiled call, x Saliency:\n\n{format_phase_table(rows)}\n"
+        atomic_write(args.markdown, text)

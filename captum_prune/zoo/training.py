@@ -27,6 +27,7 @@ __all__ = [
     "train_classifier",
     "evaluate_accuracy",
     "load_default_model",
+    "load_cached_model",
     "default_cache_dir",
 ]
 
@@ -262,21 +263,12 @@ def load_default_model(
         0.97
     """
     recipe = DigitsRecipe() if recipe is None else recipe
-    if not isinstance(recipe, DigitsRecipe):
-        raise TypeError(f"recipe must be a DigitsRecipe, got {type(recipe).__name__}")
-    folder = Path(default_cache_dir() if cache_dir is None else cache_dir)
-    path = folder / f"digits_resnet_{recipe.key()}.pt"
+    if not retrain:
+        cached = load_cached_model(cache_dir, recipe)
+        if cached is not None:
+            return cached
+    path = _cache_path(cache_dir, recipe)
     model = recipe.build_model()
-
-    if path.exists() and not retrain:
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(saved["state_dict"])
-            info = dict(saved["info"], path=str(path), from_cache=True)
-            return model.eval(), info
-        except Exception as error:  # a corrupt or stale file: train anew
-            warnings.warn(f"Ignoring unreadable cached model {path}: {error}")
-            model = recipe.build_model()
 
     train, test = _recipe_data(recipe)
     start = time.perf_counter()
@@ -304,6 +296,40 @@ def load_default_model(
     }
     _atomic_save({"state_dict": model.state_dict(), "info": info}, path)
     return model.eval(), dict(info, path=str(path), from_cache=False)
+
+
+def load_cached_model(
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    recipe: Optional[DigitsRecipe] = None,
+) -> Optional[Tuple[DigitsResNet, Dict[str, Any]]]:
+    r"""
+    The cached model of ``recipe`` as :func:`load_default_model` returns it, or None when the
+    cache does not hold it (or holds an unreadable file, with a warning). Never trains.
+
+    Args:
+        cache_dir (str or PathLike, optional): Folder of the cache. Default:
+                    :func:`default_cache_dir`
+        recipe (DigitsRecipe, optional): Which model. Default: ``DigitsRecipe()``
+    """
+    recipe = DigitsRecipe() if recipe is None else recipe
+    path = _cache_path(cache_dir, recipe)
+    if not path.exists():
+        return None
+    model = recipe.build_model()
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+    except Exception as error:  # a corrupt or stale file
+        warnings.warn(f"Ignoring unreadable cached model {path}: {error}", stacklevel=2)
+        return None
+    return model.eval(), dict(saved["info"], path=str(path), from_cache=True)
+
+
+def _cache_path(cache_dir: Optional[Union[str, os.PathLike]], recipe: DigitsRecipe) -> Path:
+    if not isinstance(recipe, DigitsRecipe):
+        raise TypeError(f"recipe must be a DigitsRecipe, got {type(recipe).__name__}")
+    folder = Path(default_cache_dir() if cache_dir is None else cache_dir)
+    return folder / f"digits_resnet_{recipe.key()}.pt"
 
 
 def _recipe_data(recipe: DigitsRecipe):

@@ -171,3 +171,23 @@ def test_bad_batch_sizes_are_rejected_by_the_parser(capsys):
         cli.main(["speed", "--batch-sizes", "1,0"])
     assert exit_info.value.code == 2
     assert "--batch-sizes" in capsys.readouterr().err
+
+
+def test_digits_model_runs_with_random_weights_when_none_is_cached(tmp_path, monkeypatch):
+    from captum_prune.zoo import training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("speed must never train the digits model")
+
+    monkeypatch.setenv("CAPTUM_PRUNE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(training, "train_classifier", no_training)
+    path = tmp_path / "digits.json"
+    status = cli.main(["speed", "--models", "digits", "--batch-sizes", "2", "--repeats", "2",
+                       "--device", "cpu", "--threads", "1", "--json", str(path)])
+    assert status == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["method"] for r in rows] == [
+        "Saliency", "PrunedGradient(taylor)", "IntegratedGradients(50)"]
+    assert all(r["model"] == "digits" and r["batch_size"] == 2 for r in rows)
+    assert rows[0]["time_ratio"] == pytest.approx(1.0)
+    assert all(r["iqr_s"] is not None and r["iqr_s"] >= 0 for r in rows)
