@@ -86,7 +86,7 @@ class CommandHelp(Directive):
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise self.error(f"command-help: cannot import {module_name}: {error}")
+            raise self.error(f"command-help: cannot import {module_name}: {error}") from None
         parser = argparse.ArgumentParser(prog=f"captum-prune {name}", description=help_text)
         module.add_arguments(parser)
         width = self.options.get("width", 92)

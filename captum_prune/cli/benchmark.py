@@ -316,7 +316,8 @@ def sanity_stages(model: nn.Module) -> List[str]:
         if not any(True for _ in child.parameters()):
             continue
         if isinstance(child, nn.Sequential):
-            blocks = [(n, c) for n, c in child.named_children() if any(True for _ in c.parameters())]
+            blocks = [(n, c) for n, c in child.named_children()
+                      if any(True for _ in c.parameters())]
             stages.extend(f"{name}.{n}" for n, _ in reversed(blocks))
         else:
             stages.append(name)

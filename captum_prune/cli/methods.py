@@ -27,7 +27,7 @@ from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "COMPARISON_SPARSITY",

@@ -157,7 +157,7 @@ def curves_figure(
 
     fig = Figure(figsize=(7.5 if xticklabels is None else 9.5, 4.2))
     ax = fig.subplots()
-    for k, (name, (x, mean, std)) in enumerate(curves.items()):
+    for name, (x, mean, std) in curves.items():
         x = np.asarray(x, dtype=float)
         y = np.asarray([np.nan if v is None else v for v in mean], dtype=float)
         style = "-" if name.startswith("PrunedGradient") else "--"
@@ -444,7 +444,8 @@ def write_benchmark_figures(
     paths.append(save_figure(fig, folder / "maps.png"))
     perturbation = results.pixel_perturbation
     if perturbation:
-        for mode, label in (("lerf", "LeRF (lower is better)"), ("morf", "MoRF (higher is better)")):
+        for mode, label in (("lerf", "LeRF (lower is better)"),
+                            ("morf", "MoRF (higher is better)")):
             by_method = perturbation.curves(mode)
             curves = {n: ([0.0] + perturbation.fractions, [0.0] + by_method[n].mean,
                           [0.0] + by_method[n].std) for n in names}

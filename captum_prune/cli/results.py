@@ -40,6 +40,16 @@ SANITY_PASS_BELOW = 0.5
 Values = List[Optional[float]]
 
 
+class _Recorded:
+    r"""A per-method entry that keeps the protocol's JSON summary (``record``) and writes it
+    back unchanged."""
+
+    record: Dict[str, Any]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.record)
+
+
 @dataclass(frozen=True)
 class Stat:
     r"""A mean and a standard deviation (None where undefined)."""
@@ -56,9 +66,10 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class PerturbationCurve:
-    r"""One method's pixel-perturbation curve (a :class:`~captum_prune.evaluation.PerturbationResult`
-    summary): the change per fraction, mean and std over examples, and its AUC."""
+class PerturbationCurve(_Recorded):
+    r"""One method's pixel-perturbation curve (a
+    :class:`~captum_prune.evaluation.PerturbationResult` summary): the change per fraction,
+    mean and std over examples, and its AUC."""
 
     mean: Values
     std: Values
@@ -69,9 +80,6 @@ class PerturbationCurve:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PerturbationCurve":
         return cls(d["mean"], d["std"], d["auc"], d["n_examples"], dict(d))
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.record)
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ class PerturbationResults:
 
 
 @dataclass(frozen=True)
-class RoarCurve:
+class RoarCurve(_Recorded):
     r"""One method's ROAR accuracies (a :class:`~captum_prune.evaluation.RoarResult` summary)."""
 
     mean: Values
@@ -110,9 +118,6 @@ class RoarCurve:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RoarCurve":
         return cls(d["mean"], d["std"], d["auc"], dict(d))
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.record)
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ class RoarResults:
 
 
 @dataclass(frozen=True)
-class SanityCurves:
+class SanityCurves(_Recorded):
     r"""
     One method's sanity check (a :class:`~captum_prune.evaluation.SanityCheckResult`
     summary) and its verdict.
@@ -194,9 +199,6 @@ class SanityCurves:
         return cls(d["spearman_abs"], d["ssim"], d["final_spearman_abs"],
                    d["mean_spearman_abs_randomised"], d["passed"], dict(d))
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.record)
-
 
 @dataclass(frozen=True)
 class SanityResults:
@@ -220,7 +222,7 @@ class SanityResults:
 
 
 @dataclass(frozen=True)
-class LocalisationScores:
+class LocalisationScores(_Recorded):
     r"""One method's share of positive mass in the box and pointing-game hit rate."""
 
     mass_in_box: Stat
@@ -231,9 +233,6 @@ class LocalisationScores:
     def from_dict(cls, d: Mapping[str, Any]) -> "LocalisationScores":
         return cls(Stat.from_dict(d["mass_in_box"]), Stat.from_dict(d["pointing_game"]),
                    dict(d))
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.record)
 
 
 @dataclass(frozen=True)

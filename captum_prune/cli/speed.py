@@ -248,8 +248,9 @@ def compare(
 
 
 def add_ratios(rows: List[Measurement]) -> None:
-    r"""Sets ``time_ratio``, ``cpu_ratio`` and ``memory_ratio`` of each row against the Saliency row of the
-    same model, device and batch size (None where there is no such row or it is zero)."""
+    r"""Sets ``time_ratio``, ``cpu_ratio`` and ``memory_ratio`` of each row against the
+    Saliency row of the same model, device and batch size (None where there is no such row or
+    it is zero)."""
     reference = {
         (r.model, r.device, r.batch_size): r for r in rows if r.method == BASELINE
     }
@@ -329,7 +330,8 @@ def _methods_for(
     pruned = PrunedGradient(model)
     batch = inputs.shape[0]
     methods: List[Tuple[str, Callable[[], Any], int, str]] = [
-        (BASELINE, lambda: saliency.attribute(inputs, target=target, abs=False), args.repeats, "abs=False"),
+        (BASELINE, lambda: saliency.attribute(inputs, target=target, abs=False), args.repeats,
+         "abs=False"),
     ]
     for criterion in args.criteria:
         if criterion == "taylor":
@@ -414,7 +416,8 @@ def run_benchmark(
                     times, peak, cpu_times = results[name]
                     summary = summarise(times, name, threads)
                     median = summary.median
-                    profiled = args.profile and device == "cpu" and name.startswith("PrunedGradient")
+                    profiled = (args.profile and device == "cpu"
+                                and name.startswith("PrunedGradient"))
                     rows.append(
                         Measurement(
                             model=model_name,
@@ -524,7 +527,8 @@ def _positive_int_list(text: str) -> List[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive ints, got {text!r}") from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
     return values
@@ -540,18 +544,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "digits: the embedded model, 32x32, cached weights if any)")
     parser.add_argument("--batch-sizes", type=_positive_int_list, default=[1, 8],
                         help="comma-separated batch sizes (default: 1,8)")
-    parser.add_argument("--device", default="all", help="cpu, cuda or all (default: all = cpu and cuda if available)")
-    parser.add_argument("--size", type=int, default=224, help="input height and width (default: 224)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per method (default: 5)")
+    parser.add_argument("--device", default="all",
+                        help="cpu, cuda or all (default: all = cpu and cuda if available)")
+    parser.add_argument("--size", type=int, default=224,
+                        help="input height and width of the torchvision models (default: 224)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed calls per method (default: 5)")
     parser.add_argument("--criteria", type=_name_list, default=["taylor"],
-                        help=f"PrunedGradient criteria, of: {', '.join(CRITERIA)} (default: taylor)")
+                        help=f"PrunedGradient criteria, of: {', '.join(CRITERIA)} "
+                        "(default: taylor)")
     parser.add_argument("--ig-repeats", type=int, default=None,
                         help="timed calls of the slow methods (IntegratedGradients, the "
                              "integrated_gradients criterion) (default: min(repeats, 2))")
     parser.add_argument("--ig-internal-batch-size", type=int, default=None,
-                        help="internal_batch_size of those methods (default: None, all rows at once)")
+                        help="internal_batch_size of those methods "
+                        "(default: None, all rows at once)")
     parser.add_argument("--ig-max-batch", type=int, default=None,
-                        help="run IntegratedGradients only at batch sizes up to this (default: all)")
+                        help="run IntegratedGradients only at batch sizes up to this "
+                        "(default: all)")
     parser.add_argument("--no-ig", action="store_true", help="leave IntegratedGradients out")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads during the run, restored after it (default: torch's)")
@@ -560,7 +570,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(CPU only), in multiples of Saliency")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and targets")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny preset for tests: resnet18, 32x32 input, batch 1 and 2, 2 repeats, cpu")
+                        help="tiny preset for tests: resnet18, 32x32 input, batch 1 and 2, "
+                        "2 repeats, cpu")
     parser.add_argument("--json", metavar="PATH", help="write machine details and rows as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
 
@@ -573,19 +584,23 @@ def _check_args(args: argparse.Namespace) -> None:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or not args.models:
         raise CommandError(
-            f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; allowed: {', '.join(MODELS)}"
+            f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; "
+            f"allowed: {', '.join(MODELS)}"
         )
     unknown = [c for c in args.criteria if c not in CRITERIA]
     if unknown:
-        raise CommandError(f"--criteria: unknown criterion {', '.join(unknown)}; allowed: {', '.join(CRITERIA)}")
+        raise CommandError(f"--criteria: unknown criterion {', '.join(unknown)}; "
+                           f"allowed: {', '.join(CRITERIA)}")
     if args.device not in DEVICES:
         raise CommandError(f"--device: {args.device!r} is not one of {', '.join(DEVICES)}")
-    for name in ("size", "repeats", "ig_repeats", "ig_internal_batch_size", "ig_max_batch", "threads"):
+    for name in ("size", "repeats", "ig_repeats", "ig_internal_batch_size", "ig_max_batch",
+                 "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CommandError(f"--{name.replace('_', '-')}: must be a positive int, got {value}")
     if args.size < 32:
-        raise CommandError(f"--size: torchvision's ResNet and VGG need at least 32 pixels, got {args.size}")
+        raise CommandError(
+            f"--size: torchvision's ResNet and VGG need at least 32 pixels, got {args.size}")
     if args.ig_repeats is None:
         args.ig_repeats = min(args.repeats, 2)
 
@@ -600,7 +615,8 @@ def _run_checked(args: argparse.Namespace) -> int:
     info = machine_info(args.device)
     print(f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads), "
           f"torch {info['torch']}, captum {info['captum']}, cuda: {info['cuda']}")
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("json", "markdown")}
+    settings = {k: v for k, v in vars(args).items()
+                if not k.startswith("_") and k not in ("json", "markdown")}
     rows = run_benchmark(args, progress=lambda rows: _write(args, info, settings, rows))
     print(format_table(rows))
     if any(r.phase_ratios for r in rows):

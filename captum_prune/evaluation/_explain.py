@@ -140,7 +140,8 @@ def check_fractions(fractions: Any, name: str = "fractions") -> List[float]:
     try:
         values = [float(f) for f in fractions]
     except TypeError:
-        raise ValueError(f"{name} must be a sequence of numbers in [0, 1], got {fractions!r}")
+        raise ValueError(
+            f"{name} must be a sequence of numbers in [0, 1], got {fractions!r}") from None
     if not values:
         raise ValueError(f"{name} must not be empty")
     if any(not 0.0 <= f <= 1.0 for f in values):

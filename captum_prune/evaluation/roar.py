@@ -9,7 +9,6 @@ from torch import Tensor
 
 from captum_prune._shared import is_int, predict
 from captum_prune.evaluation._explain import (
-    batches,
     check_batch_size,
     check_fractions,
     check_images,

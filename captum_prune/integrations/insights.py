@@ -25,7 +25,7 @@ import importlib.util
 import itertools
 import textwrap
 from functools import lru_cache
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +72,8 @@ def _insights() -> Any:
         from captum.insights.attr_vis import config, features, server  # noqa: F401
     except ImportError as error:
         # captum 0.8 is there, but the server's own dependencies (flask, ...) are not.
-        raise ImportError(f"Captum Insights could not be imported ({error}); {_INSTALL_HINT}") from error
+        raise ImportError(
+            f"Captum Insights could not be imported ({error}); {_INSTALL_HINT}") from error
     return attr_vis
 
 

@@ -6,10 +6,10 @@ The digits ship with scikit-learn (no download), render deterministically from a
 under a second, and give every image a ground-truth object box and per-pixel object mask,
 so localisation metrics can be computed without any external annotation.
 """
-from dataclasses import dataclass
-from functools import lru_cache
 import math
 import os
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union
 

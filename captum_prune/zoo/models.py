@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "BasicBlock",

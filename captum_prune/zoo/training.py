@@ -4,19 +4,19 @@ Deterministic training of small classifiers, and the cached default digits model
 :func:`train_classifier` is the one training routine of the package: the default model is
 trained with it, and ROAR retrains from scratch with it on modified images.
 """
-from dataclasses import asdict, dataclass
 import hashlib
-import json
 import io
+import json
 import os
-from pathlib import Path
 import time
-from typing import Any, Dict, Optional, Tuple, Union
 import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from captum_prune._shared import atomic_write, check_int, predict
 from captum_prune.zoo.data import make_digits_canvas

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from captum_prune import cli
-from captum_prune.zoo import training
 from captum_prune.cli.methods import (
     DEFAULT_METHODS,
     METHODS,
@@ -23,6 +22,7 @@ from captum_prune.cli.methods import (
     gradcam_layer,
     parse_methods,
 )
+from captum_prune.zoo import training
 from captum_prune.zoo.models import DigitsResNet
 
 # Every section, every method, and only one training recipe for the whole file.

@@ -1,10 +1,10 @@
 """The benchmark's report.html rendered by headless Chromium (Debian's ``chromium`` package):
 the embedded images are decoded and painted, from the file alone, with no network."""
 import os
-from pathlib import Path
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np

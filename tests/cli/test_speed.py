@@ -48,7 +48,8 @@ def test_compare_alternates_after_warmups():
 
 def test_compare_without_warmup_runs_only_the_timed_calls():
     calls = []
-    speed.compare([("a", lambda: calls.append("a"), 2), ("b", lambda: calls.append("b"), 2)], warmup=False)
+    speed.compare([("a", lambda: calls.append("a"), 2), ("b", lambda: calls.append("b"), 2)],
+                  warmup=False)
     assert calls == ["a", "b", "a", "b"]
 
 
@@ -106,6 +107,11 @@ def quick_run(tmp_path_factory):
     return status, json.loads(json_path.read_text()), md_path.read_text()
 
 
+def _saliency_row(rows, row):
+    return next(r for r in rows
+                if r["method"] == "Saliency" and r["batch_size"] == row["batch_size"])
+
+
 def test_quick_run_writes_every_row(quick_run):
     status, report, markdown = quick_run
     assert status == 0
@@ -115,7 +121,8 @@ def test_quick_run_writes_every_row(quick_run):
     assert report["machine"]["torch_threads"] == 1 and report["settings"]["threads"] == 1
     rows = report["rows"]
     methods = ["Saliency", "PrunedGradient(taylor)", "IntegratedGradients(50)"]
-    assert [(r["batch_size"], r["method"]) for r in rows] == [(b, m) for b in (1, 2) for m in methods]
+    expected = [(b, m) for b in (1, 2) for m in methods]
+    assert [(r["batch_size"], r["method"]) for r in rows] == expected
     for row in rows:
         assert row["model"] == "resnet18" and row["device"] == "cpu"
         assert len(row["times_s"]) == row["repeats"] == 2
@@ -128,12 +135,13 @@ def test_quick_run_ratios_come_from_the_same_run(quick_run):
     _, report, _ = quick_run
     rows = report["rows"]
     for row in rows:
-        base = next(r for r in rows if r["method"] == "Saliency" and r["batch_size"] == row["batch_size"])
+        base = _saliency_row(rows, row)
         assert row["time_ratio"] == pytest.approx(row["median_s"] / base["median_s"])
         if base["median_cpu_s"]:
             assert row["cpu_ratio"] == pytest.approx(row["median_cpu_s"] / base["median_cpu_s"])
         if row["peak_extra_bytes"] is not None and base["peak_extra_bytes"]:
-            assert row["memory_ratio"] == pytest.approx(row["peak_extra_bytes"] / base["peak_extra_bytes"])
+            ratio = row["peak_extra_bytes"] / base["peak_extra_bytes"]
+            assert row["memory_ratio"] == pytest.approx(ratio)
 
 
 def test_quick_run_profiles_the_steps_of_pruned_gradient(quick_run):
@@ -147,7 +155,7 @@ def test_quick_run_profiles_the_steps_of_pruned_gradient(quick_run):
         assert set(phases) == {"score", "select", "pruned_pass", "total"}
         # The steps are disjoint parts of the one call.
         assert sum(phases[k] for k in ("score", "select", "pruned_pass")) <= phases["total"]
-        base = next(r for r in report["rows"] if r["method"] == "Saliency" and r["batch_size"] == row["batch_size"])
+        base = _saliency_row(report["rows"], row)
         assert row["phase_ratios"]["score"] == pytest.approx(phases["score"] / base["median_s"])
 
 

@@ -1,4 +1,5 @@
-r"""Tests of captum_prune.integrations.insights; they need captum 0.8 and run through ``.ci/insights``.
+r"""Tests of captum_prune.integrations.insights and ``captum-prune insights``; they need
+captum 0.8 and run through ``.ci/insights``.
 
 Captum Insights was retired in captum 0.9, so in the main environment every test module
 here skips itself. ``.ci/insights`` sets ``CAPTUM_PRUNE_INSIGHTS_CI=1``, under which a missing

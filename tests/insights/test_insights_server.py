@@ -19,10 +19,11 @@ if not REQUIRED:
     )
 
 from captum.insights.attr_vis import config, features
+
 from captum_prune import PrunedGradient
-from captum_prune.integrations import insights
 from captum_prune.cli import main as cli_main
 from captum_prune.criteria import CRITERIA
+from captum_prune.integrations import insights
 from captum_prune.zoo.data import make_digits_canvas
 from captum_prune.zoo.models import build_digits_model
 
@@ -62,7 +63,8 @@ def _client(model, data, feature_cls=None):
 def _fetch(client, method, arguments):
     return client.post(
         "/fetch",
-        json={"attribution_method": method, "arguments": arguments, "prediction": "all", "classes": []},
+        json={"attribution_method": method, "arguments": arguments, "prediction": "all",
+              "classes": []},
     )
 
 
@@ -153,7 +155,8 @@ def test_fetch_renders_pruned_gradient_maps_that_depend_on_the_sparsity(colour_d
 
 def test_stock_methods_still_work_next_to_pruned_gradient(colour_data):
     client = _client(_model(3), colour_data)
-    for method, arguments in (("Saliency", {}), ("Integrated Gradients", {"n_steps": 5, "method": "gausslegendre"})):
+    for method, arguments in (("Saliency", {}),
+                              ("Integrated Gradients", {"n_steps": 5, "method": "gausslegendre"})):
         response = _fetch(client, method, arguments)
         assert len(_examples(response)) == NUM_EXAMPLES, method
 
@@ -190,7 +193,8 @@ class _ThinFirstLayer(nn.Module):
         self.decode = nn.Linear(4, 10)
         self.relu = nn.ReLU()
         with torch.no_grad():
-            self.encode.weight.copy_(torch.randn(self.encode.weight.shape, generator=generator) * 1e-3)
+            noise = torch.randn(self.encode.weight.shape, generator=generator)
+            self.encode.weight.copy_(noise * 1e-3)
             self.encode.bias.fill_(1.0)  # first-layer neurons always active, near 1
             self.hidden.weight.copy_(torch.randn(4, 4, generator=generator) * 1e-2)
             self.hidden.bias.fill_(100.0)
