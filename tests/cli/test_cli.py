@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import matplotlib.image
@@ -44,7 +45,9 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def benchmark_run(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "result"
+    filters = list(warnings.filters)
     rc = cli.main(["benchmark", "--quick", "--out", str(out)] + QUICK)
+    assert warnings.filters == filters  # no process-wide warning filters
     return rc, out
 
 
@@ -111,9 +114,11 @@ def test_demo_writes_figure_and_prints_table(cache, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(training, "load_default_model",
                         functools.partial(training.load_default_model, recipe=TINY_RECIPE))
     out = tmp_path / "demo"
+    filters = list(warnings.filters)
     rc = cli.main(["demo", "--out", str(out), "--n-images", "3", "--threads", "1",
                    "--no-progress", "--methods", "PrunedGradient,Saliency,GradCAM"])
     assert rc == 0
+    assert warnings.filters == filters  # Captum's warnings were hidden inside the command only
     assert _is_png(out / "demo.png")
     printed = capsys.readouterr().out
     for name in ("PrunedGradient", "Saliency", "GradCAM"):
