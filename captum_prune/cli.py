@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "benchmark": ("captum_prune.benchmark", "sanity check, pixel perturbation, ROAR and localisation for many methods"),
     "speed": ("captum_prune.speed", "time PrunedGradient against Saliency and IntegratedGradients"),
     "insights": ("captum_prune.insights", "serve Captum Insights (captum 0.8) with PrunedGradient on the digits model"),
+    "attribute": ("captum_prune.maps.command", "the maps of a whole dataset into a resumable map store (torchrun-ready)"),
 }
 
 
