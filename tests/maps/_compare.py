@@ -1,4 +1,4 @@
-"""Store comparison for the tests."""
+"""Store comparison and direct maps for the tests."""
 import json
 from pathlib import Path
 
@@ -18,3 +18,14 @@ def assert_same_store(a, b):
             assert sorted(x) == sorted(y) == ["indices", "maps", "targets"]
             for key in x:
                 assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), (name, key)
+
+
+def direct_maps(method, images, batch_size, **kwargs):
+    r"""The maps of ``images`` for the predicted class, in batches of ``batch_size``, in memory."""
+    maps = []
+    for s in range(0, len(images), batch_size):
+        x = images[s:s + batch_size]
+        with torch.no_grad():
+            t = method.forward_func(x).argmax(1)
+        maps.append(method.attribute(x, target=t, **kwargs).detach())
+    return torch.cat(maps)

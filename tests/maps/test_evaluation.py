@@ -6,37 +6,12 @@ from captum.attr import Saliency
 
 from captum_prune import attribute_dataset
 from captum_prune.evaluation import pixel_perturbation, remove_and_retrain
-
-SIZE = 8
+from tests.maps._compare import direct_maps
+from tests.test_evaluation_roar import SIZE, _dataset, train_logistic as _train
 
 
 def _data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, SIZE, SIZE, generator=g)
-    y = torch.arange(n) % 2
-    x[y == 1, :, 2:5, 2:5] += 1.0
-    return x, y
-
-
-def _train(images, labels, seed):
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 2))
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    for _ in range(30):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-        opt.step()
-    return model.eval()
-
-
-def _maps(method, images, batch_size):
-    out = []
-    for s in range(0, len(images), batch_size):
-        x = images[s:s + batch_size]
-        with torch.no_grad():
-            t = method.forward_func(x).argmax(1)
-        out.append(method.attribute(x, target=t).detach())
-    return torch.cat(out)
+    return _dataset(n, torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +28,7 @@ def setup(tmp_path_factory):
 
 def test_roar_from_a_store_equals_roar_computed_directly(setup):
     model, (x_tr, y_tr, x_te, y_te), (train_store, test_store) = setup
-    a_tr, a_te = _maps(Saliency(model), x_tr, 16), _maps(Saliency(model), x_te, 16)
+    a_tr, a_te = direct_maps(Saliency(model), x_tr, 16), direct_maps(Saliency(model), x_te, 16)
     assert torch.equal(train_store.maps(), a_tr)
     kwargs = dict(fractions=[0.2, 0.6], seeds=[0, 1])
     direct = remove_and_retrain(x_tr, y_tr, x_te, y_te, a_tr, a_te, _train, **kwargs)
@@ -70,7 +45,7 @@ def test_roar_from_a_store_equals_roar_computed_directly(setup):
 
 def test_pixel_perturbation_from_a_store(setup):
     model, (x_tr, _, _, _), (train_store, _) = setup
-    a_tr = _maps(Saliency(model), x_tr, 16)
+    a_tr = direct_maps(Saliency(model), x_tr, 16)
     for mode in ("lerf", "morf"):
         direct = pixel_perturbation(model, x_tr, a_tr, fractions=[0.1, 0.3], mode=mode)
         stored = pixel_perturbation(model, x_tr, train_store, fractions=[0.1, 0.3], mode=mode)

@@ -7,7 +7,7 @@ from captum.attr import IntegratedGradients, LayerGradCam, Saliency
 
 from captum_prune import MapStore, PrunedGradient, attribute_dataset
 from tests.maps import _job
-from tests.maps._compare import assert_same_store
+from tests.maps._compare import assert_same_store, direct_maps
 
 
 @pytest.fixture(scope="module")
@@ -16,17 +16,6 @@ def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "store"
     _job.run(str(out))
     return out
-
-
-def _direct(method, data, batch_size, **kwargs):
-    xs = torch.stack([data[i][0] for i in range(len(data))])
-    maps = []
-    for s in range(0, len(xs), batch_size):
-        x = xs[s:s + batch_size]
-        with torch.no_grad():
-            t = method.forward_func(x).argmax(1)
-        maps.append(method.attribute(x, target=t, **kwargs).detach())
-    return torch.cat(maps)
 
 
 def test_store_layout_and_reader(reference):
@@ -46,7 +35,7 @@ def test_store_layout_and_reader(reference):
     assert shard["maps"].shape == (5, 3, 12, 12)
     # The maps equal a direct computation with the same batches.
     data, net = _job.dataset(), _job.model()
-    expected = _direct(PrunedGradient(net), data, _job.BATCH_SIZE, sparsity=0.7)
+    expected = direct_maps(PrunedGradient(net), data.tensors[0], _job.BATCH_SIZE, sparsity=0.7)
     assert len(store) == 45 and store.complete and 44 in store and 45 not in store
     assert torch.equal(store.maps(), expected)
     assert torch.equal(store[13], expected[13])
