@@ -11,6 +11,7 @@ from torch import nn, Tensor
 
 from captum_prune.maps.distributed import Group, process_group, split
 from captum_prune.maps.store import (
+    METADATA_FILE,
     STORE_FORMAT,
     MapStore,
     PathLike,
@@ -381,8 +382,11 @@ def _prepare(group: Group, out: Path, wanted: Dict[str, Any]) -> None:
         try:
             out.mkdir(parents=True, exist_ok=True)
             remove_temporary_files(out)
-            if (out / "store.json").exists():
+            if (out / METADATA_FILE).exists():
                 _check_same(out, wanted)
+            elif any(out.iterdir()):
+                raise ValueError(f"out: {out} is not empty and holds no map store (no "
+                                 f"{METADATA_FILE}); use a new or empty folder")
             else:
                 write_metadata(out, wanted)
         except (ValueError, OSError) as caught:

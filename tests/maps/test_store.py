@@ -158,6 +158,8 @@ def test_bad_arguments_name_the_argument(tmp_path):
         attribute_dataset(method, data, tmp_path / "file")
     with pytest.raises(FileNotFoundError, match="not a map store"):
         MapStore(tmp_path)
+    with pytest.raises(ValueError, match="out: .* is not empty and holds no map store"):
+        attribute_dataset(method, data, tmp_path)
     assert not (tmp_path / "s").exists()
 
 
