@@ -28,6 +28,8 @@ SUBCOMMANDS = {
               "time PrunedGradient against Saliency and IntegratedGradients"),
     "insights": ("captum_prune.cli.insights",
                  "serve Captum Insights (captum 0.8) with PrunedGradient on the digits model"),
+    "attribute": ("captum_prune.cli.attribute",
+                  "the maps of a whole dataset into a resumable map store (torchrun-ready)"),
 }
 
 

@@ -93,3 +93,13 @@ def check_seed(seed: int) -> int:
     if seed < 0:
         raise CommandError(f"--seed must be non-negative, got {seed}")
     return seed
+
+
+@contextlib.contextmanager
+def option_errors(name: str) -> Iterator[None]:
+    r"""Turns the ValueError of a :mod:`captum_prune.zoo` loader into a CommandError that names
+    the option it came from."""
+    try:
+        yield
+    except ValueError as error:
+        raise CommandError(f"{name} {error}") from None

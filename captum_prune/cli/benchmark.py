@@ -20,7 +20,6 @@ Writes ``results.json`` (last, so a complete-looking file means a complete run),
 first written into a temporary folder beside ``--out`` and moved into place at the end.
 """
 import argparse
-import contextlib
 import os
 import platform
 import shutil
@@ -28,7 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from captum_prune.cli._common import (
     check_output_folder,
     check_seed,
     check_sparsity,
+    option_errors,
     parse_choices,
     quiet_captum,
     resolve_device,
@@ -175,15 +175,6 @@ class Setup:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _option(name: str) -> Iterator[None]:
-    r"""Turns the ValueError of a :mod:`captum_prune.zoo` loader into a CommandError that names
-    the option it came from."""
-    try:
-        yield
-    except ValueError as error:
-        raise CommandError(f"{name} {error}") from None
-
 
 def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> Setup:
     from captum_prune.zoo.data import make_digits_canvas
@@ -203,7 +194,7 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
             recipe = DigitsRecipe(epochs=epochs, max_train=preset.model_train)
         if args.weights:
             model = recipe.build_model()
-            with _option("--weights"):
+            with option_errors("--weights"):
                 load_weights(model, args.weights)
             info = {"model": "DigitsResNet", "weights": str(args.weights)}
         else:
@@ -213,11 +204,11 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
         def fresh(seed: int) -> nn.Module:
             return DigitsRecipe(init_seed=seed, widths=preset.roar_widths).build_model()
     else:
-        with _option("--model"):
+        with option_errors("--model"):
             fresh = model_factory(args.model, num_classes=len(train.classes))
             model = fresh(0)
         if args.weights:
-            with _option("--weights"):
+            with option_errors("--weights"):
                 load_weights(model, args.weights)
             info = {"model": args.model, "weights": str(args.weights)}
         else:
@@ -244,7 +235,7 @@ def _folder_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> S
 
     if args.image_size < 8:
         raise CommandError(f"--image-size must be at least 8, got {args.image_size}")
-    with _option("--data"):
+    with option_errors("--data"):
         splits = ImageFolderSplits(args.data, args.image_size)
     num_classes = len(splits.classes)
     if args.model is None:
@@ -253,16 +244,16 @@ def _folder_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> S
                 torch.manual_seed(seed)
                 return DigitsResNet(num_classes=num_classes)
     else:
-        with _option("--model"):
+        with option_errors("--model"):
             fresh = model_factory(args.model, num_classes)
     if not args.weights:
         raise CommandError(
             "--data needs --weights: a model trained on that data (a state-dict file); only the "
             "embedded default data can be trained here"
         )
-    with _option("--model"):
+    with option_errors("--model"):
         model = fresh(0)
-    with _option("--weights"):
+    with option_errors("--weights"):
         load_weights(model, args.weights)
     model.eval()
 

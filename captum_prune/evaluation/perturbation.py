@@ -31,6 +31,7 @@ from captum_prune.evaluation._explain import (
     summary,
     trapezoid_auc,
 )
+from captum_prune.maps.store import resolve_maps
 
 BaselineType = Union[None, float, Tensor]
 
@@ -225,6 +226,7 @@ def pixel_perturbation(
     attribute_kwargs: Optional[Dict[str, Any]] = None,
     apply_softmax: bool = True,
     progress: bool = False,
+    map_indices: Optional[Sequence[int]] = None,
 ) -> PerturbationResult:
     r"""
     Pixel perturbation benchmark (Samek et al. 2017; the FullGrad-style output change used by
@@ -244,7 +246,8 @@ def pixel_perturbation(
         attributions (Tensor, method or callable): Precomputed maps (``N x C' x H x W`` or
                     ``N x H x W``), or an attribution method (anything with
                     ``.attribute(inputs, target=...)``) or callable ``f(inputs, target)`` that is
-                    called batch by batch. Pixels are ranked by :math:`\max_c |A_c|`.
+                    called batch by batch, or a :class:`~captum_prune.MapStore` of
+                    precomputed maps. Pixels are ranked by :math:`\max_c |A_c|`.
         target (int, sequence, Tensor or None, optional): Class per example. ``None`` uses the
                     model's predicted class. Default: ``None``
         fractions (sequence of float, optional): Increasing shares of pixels to remove.
@@ -259,6 +262,8 @@ def pixel_perturbation(
                     when ``attributions`` is a method. Default: ``None``
         apply_softmax (bool, optional): Apply a softmax to the model output. Default: ``True``
         progress (bool, optional): Show a tqdm progress bar. Default: ``False``
+        map_indices (sequence of int, optional): With a ``MapStore``: the dataset index of
+                    each input in the store. Default: ``0 .. N - 1``
 
     Returns:
         :class:`PerturbationResult` with ``mean``/``std`` per fraction, ``auc`` and per-example
@@ -298,6 +303,8 @@ def pixel_perturbation(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     batch_size = check_batch_size(batch_size)
+    attributions = resolve_maps(attributions, len(inputs), map_indices, "attributions",
+                                "map_indices")
     precomputed = isinstance(attributions, Tensor)
     if precomputed:
         check_map_matches(attributions, inputs, "attributions")

@@ -1,7 +1,7 @@
 r"""RemOve And Retrain (ROAR, Hooker et al. 2019; method spec §4.3)."""
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from captum_prune.evaluation.perturbation import (
     remove_top_pixels,
     resolve_baseline,
 )
+from captum_prune.maps.store import resolve_maps
 
 DEFAULT_ROAR_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -99,6 +100,8 @@ def remove_and_retrain(
     *,
     batch_size: int = 256,
     progress: bool = False,
+    train_indices: Optional[Sequence[int]] = None,
+    test_indices: Optional[Sequence[int]] = None,
 ) -> RoarResult:
     r"""
     RemOve And Retrain (Hooker et al. 2019), as in method spec §4.3.
@@ -115,9 +118,10 @@ def remove_and_retrain(
         train_labels (Tensor): ``N`` integer labels.
         test_images (Tensor): ``M x C x H x W`` test images.
         test_labels (Tensor): ``M`` integer labels.
-        train_attributions (Tensor): Maps for the train images (``N x C' x H x W`` or
-                    ``N x H x W``), usually from the model trained on the unmodified data.
-        test_attributions (Tensor): Maps for the test images.
+        train_attributions (Tensor or MapStore): Maps for the train images (``N x C' x H x W``
+                    or ``N x H x W``), usually from the model trained on the unmodified data,
+                    or a :class:`~captum_prune.MapStore` that holds them.
+        test_attributions (Tensor or MapStore): Maps for the test images.
         train_fn (callable): ``train_fn(images, labels, seed) -> model`` trains a model from
                     scratch. The model maps images to class scores; it is put in eval mode
                     before testing.
@@ -131,6 +135,9 @@ def remove_and_retrain(
         batch_size (int, optional): Batch size for ranking and testing. Default: 256
         progress (bool, optional): Show a tqdm progress bar over training runs.
                     Default: ``False``
+        train_indices, test_indices (sequence of int, optional): With a ``MapStore``: the
+                    dataset index of each train (test) image in the store. Default:
+                    ``0 .. N - 1``
 
     Returns:
         :class:`RoarResult` with per-seed accuracies, ``mean``/``std`` per fraction and ``auc``
@@ -177,6 +184,10 @@ def remove_and_retrain(
         raise ValueError("test_images must have the same C x H x W as train_images")
     _check_labels(train_labels, train_images, "train_labels")
     _check_labels(test_labels, test_images, "test_labels")
+    train_attributions = resolve_maps(train_attributions, len(train_images), train_indices,
+                                      "train_attributions", "train_indices")
+    test_attributions = resolve_maps(test_attributions, len(test_images), test_indices,
+                                     "test_attributions", "test_indices")
     check_map_matches(train_attributions, train_images, "train_attributions")
     check_map_matches(test_attributions, test_images, "test_attributions")
     if not callable(train_fn):
