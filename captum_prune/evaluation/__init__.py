@@ -6,6 +6,17 @@ Evaluation protocols of the pathway-gradient paper, usable with any Captum attri
 - :func:`remove_and_retrain`: ROAR accuracy after removing pixels and retraining.
 - :func:`attribution_mass_in_box`, :func:`pointing_game`: localisation against object masks.
 
+Protocols beyond the paper's:
+
+- :func:`road`: ROAD, MoRF/LeRF with noisy linear imputation (:func:`noisy_linear_impute`).
+- :func:`symmetric_relevance_gain`: SRG, LeRF AUC - MoRF AUC on one ordering.
+- :func:`grid_pointing_game`: GridPG on grids of confidently classified images.
+- :func:`efficient_mprt`, :func:`smooth_mprt`: bottom-up randomisation checks (eMPRT, sMPRT).
+
+Shared pieces: :func:`rank_pixels` (seeded random tie-breaking, used by every ordering
+protocol), :class:`RandomAttribution` (the random-map control), and :func:`bootstrap_ci`,
+:func:`paired_bootstrap_ci`, :func:`combine_models` (confidence intervals).
+
 Every result has ``to_dict()`` returning JSON-serialisable data.
 """
 
@@ -21,25 +32,40 @@ from captum_prune.evaluation.perturbation import (
     pixel_perturbation,
     remove_top_pixels,
 )
+from captum_prune.evaluation.ranking import PixelRanking, rank_pixels
 from captum_prune.evaluation.roar import RoarResult, accuracy, remove_and_retrain
 from captum_prune.evaluation.sanity import (
     SanityCheckResult,
     cascading_randomization,
     parameter_stages,
 )
+from captum_prune.evaluation.statistics import (
+    ConfidenceInterval,
+    ModelSpread,
+    bootstrap_ci,
+    combine_models,
+    paired_bootstrap_ci,
+)
 
 __all__ = [
+    "ConfidenceInterval",
     "LocalisationResult",
+    "ModelSpread",
     "PerturbationResult",
+    "PixelRanking",
     "RoarResult",
     "SanityCheckResult",
     "accuracy",
     "attribution_mass_in_box",
+    "bootstrap_ci",
     "boxes_to_masks",
     "cascading_randomization",
+    "combine_models",
+    "paired_bootstrap_ci",
     "parameter_stages",
     "pixel_perturbation",
     "pointing_game",
+    "rank_pixels",
     "reduce_channels",
     "remove_and_retrain",
     "remove_top_pixels",
