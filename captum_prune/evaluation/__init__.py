@@ -21,6 +21,7 @@ Every result has ``to_dict()`` returning JSON-serialisable data.
 """
 
 from captum_prune.evaluation._explain import reduce_channels, trapezoid_auc
+from captum_prune.evaluation.controls import RandomAttribution
 from captum_prune.evaluation.localisation import (
     LocalisationResult,
     attribution_mass_in_box,
@@ -33,12 +34,14 @@ from captum_prune.evaluation.perturbation import (
     remove_top_pixels,
 )
 from captum_prune.evaluation.ranking import PixelRanking, rank_pixels
+from captum_prune.evaluation.road import RoadResult, noisy_linear_impute, road
 from captum_prune.evaluation.roar import RoarResult, accuracy, remove_and_retrain
 from captum_prune.evaluation.sanity import (
     SanityCheckResult,
     cascading_randomization,
     parameter_stages,
 )
+from captum_prune.evaluation.srg import SrgResult, symmetric_relevance_gain
 from captum_prune.evaluation.statistics import (
     ConfidenceInterval,
     ModelSpread,
@@ -53,14 +56,18 @@ __all__ = [
     "ModelSpread",
     "PerturbationResult",
     "PixelRanking",
+    "RandomAttribution",
+    "RoadResult",
     "RoarResult",
     "SanityCheckResult",
+    "SrgResult",
     "accuracy",
     "attribution_mass_in_box",
     "bootstrap_ci",
     "boxes_to_masks",
     "cascading_randomization",
     "combine_models",
+    "noisy_linear_impute",
     "paired_bootstrap_ci",
     "parameter_stages",
     "pixel_perturbation",
@@ -69,5 +76,7 @@ __all__ = [
     "reduce_channels",
     "remove_and_retrain",
     "remove_top_pixels",
+    "road",
+    "symmetric_relevance_gain",
     "trapezoid_auc",
 ]
