@@ -22,6 +22,12 @@ Every result has ``to_dict()`` returning JSON-serialisable data.
 
 from captum_prune.evaluation._explain import reduce_channels, trapezoid_auc
 from captum_prune.evaluation.controls import RandomAttribution
+from captum_prune.evaluation.grid_pointing import (
+    GridPointingResult,
+    GridSet,
+    grid_pointing_game,
+    make_grids,
+)
 from captum_prune.evaluation.localisation import (
     LocalisationResult,
     attribution_mass_in_box,
@@ -52,6 +58,8 @@ from captum_prune.evaluation.statistics import (
 
 __all__ = [
     "ConfidenceInterval",
+    "GridPointingResult",
+    "GridSet",
     "LocalisationResult",
     "ModelSpread",
     "PerturbationResult",
@@ -67,6 +75,8 @@ __all__ = [
     "boxes_to_masks",
     "cascading_randomization",
     "combine_models",
+    "grid_pointing_game",
+    "make_grids",
     "noisy_linear_impute",
     "paired_bootstrap_ci",
     "parameter_stages",
