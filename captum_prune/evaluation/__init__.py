@@ -39,6 +39,13 @@ from captum_prune.evaluation.perturbation import (
     pixel_perturbation,
     remove_top_pixels,
 )
+from captum_prune.evaluation.randomisation import (
+    EfficientMprtResult,
+    SmoothMprtResult,
+    efficient_mprt,
+    histogram_entropy,
+    smooth_mprt,
+)
 from captum_prune.evaluation.ranking import PixelRanking, rank_pixels
 from captum_prune.evaluation.road import RoadResult, noisy_linear_impute, road
 from captum_prune.evaluation.roar import RoarResult, accuracy, remove_and_retrain
@@ -58,6 +65,7 @@ from captum_prune.evaluation.statistics import (
 
 __all__ = [
     "ConfidenceInterval",
+    "EfficientMprtResult",
     "GridPointingResult",
     "GridSet",
     "LocalisationResult",
@@ -68,6 +76,7 @@ __all__ = [
     "RoadResult",
     "RoarResult",
     "SanityCheckResult",
+    "SmoothMprtResult",
     "SrgResult",
     "accuracy",
     "attribution_mass_in_box",
@@ -75,7 +84,9 @@ __all__ = [
     "boxes_to_masks",
     "cascading_randomization",
     "combine_models",
+    "efficient_mprt",
     "grid_pointing_game",
+    "histogram_entropy",
     "make_grids",
     "noisy_linear_impute",
     "paired_bootstrap_ci",
@@ -87,6 +98,7 @@ __all__ = [
     "remove_and_retrain",
     "remove_top_pixels",
     "road",
+    "smooth_mprt",
     "symmetric_relevance_gain",
     "trapezoid_auc",
 ]

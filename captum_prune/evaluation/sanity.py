@@ -35,14 +35,18 @@ LayerOrder = Union[None, Sequence[Union[str, Sequence[str]]], Mapping[str, Seque
 METRICS = ("spearman", "spearman_abs", "ssim", "ssim_abs")
 
 
-def parameter_stages(model: torch.nn.Module) -> List[str]:
+def parameter_stages(model: torch.nn.Module, order: str = "top_down") -> List[str]:
     r"""
     Names of the modules that own parameters directly, top-down (the reverse of
     ``model.named_modules()``): the default cascade of :func:`cascading_randomization`.
-    The root module, if it owns parameters, is named ``""``.
+    ``order="bottom_up"`` gives them from the input up (the order of ``named_modules()``), the
+    default of :func:`efficient_mprt` and :func:`smooth_mprt`. The root module, if it owns
+    parameters, is named ``""``.
     """
+    if order not in ("top_down", "bottom_up"):
+        raise ValueError(f"order must be 'top_down' or 'bottom_up', got {order!r}")
     owners = [name for name, m in model.named_modules() if any(True for _ in m.parameters(False))]
-    return owners[::-1]
+    return owners[::-1] if order == "top_down" else owners
 
 
 def _stage_groups(model: torch.nn.Module, layer_order: LayerOrder) -> List[Tuple[str, List[str]]]:
