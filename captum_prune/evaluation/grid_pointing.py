@@ -261,7 +261,7 @@ def grid_pointing_game(
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1, bias=False),
         ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         >>> with torch.no_grad():
-        ...     model[0].weight.copy_(10 * torch.eye(4).view(4, 4, 1, 1))
+        ...     _ = model[0].weight.copy_(10 * torch.eye(4).view(4, 4, 1, 1))
         >>> labels = torch.arange(8) % 4
         >>> images = torch.nn.functional.one_hot(labels, 4).float().view(8, 4, 1, 1)
         >>> images = images.expand(8, 4, 6, 6).contiguous()

@@ -98,3 +98,24 @@ def test_perturbation_result_ci_and_per_example_auc():
     assert [c.mean for c in cis["mean"]] == pytest.approx([0.2, 0.4])
     assert cis["auc"].mean == pytest.approx(result.auc) and "tied_share" not in cis
     assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["ci"]["auc"]["n"] == 3
+
+
+def test_sanity_and_localisation_results_carry_cis():
+    from captum_prune.evaluation import attribution_mass_in_box
+    from captum_prune.evaluation.sanity import SanityCheckResult
+
+    values = np.array([[1.0, 1.0, 1.0], [0.2, np.nan, 0.4]])
+    result = SanityCheckResult(["original", "fc"], torch.zeros(3), values, values, values, values)
+    cis = result.ci("spearman")
+    assert cis[0].mean == 1.0 and (cis[1].mean, cis[1].n, cis[1].n_undefined) == (
+        pytest.approx(0.3), 2, 1)
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["spearman"]["ci"][1]["n_undefined"] == 1
+    maps = torch.zeros(3, 4, 4)
+    maps[0, 0, 0] = maps[1, 3, 3] = 1.0  # inside, outside, no mass
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True
+    share = attribution_mass_in_box(maps, masks)
+    ci = share.ci()
+    assert (ci.mean, ci.n, ci.n_undefined) == (0.5, 2, 1)
+    assert share.to_dict()["ci"]["n_undefined"] == 1
