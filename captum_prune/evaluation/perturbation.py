@@ -29,7 +29,6 @@ from captum_prune.evaluation._explain import (
     mean_std,
     predicted_class,
     progress_bar,
-    reduce_channels,
     summary,
     trapezoid_auc,
 )
