@@ -38,6 +38,13 @@ MODULES = (
     "captum_prune.cli.benchmark",
     "captum_prune.cli.speed",
     "captum_prune.cli.insights",
+    "captum_prune.evaluation.ranking",
+    "captum_prune.evaluation.statistics",
+    "captum_prune.evaluation.controls",
+    "captum_prune.evaluation.road",
+    "captum_prune.evaluation.srg",
+    "captum_prune.evaluation.grid_pointing",
+    "captum_prune.evaluation.randomisation",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the

@@ -6,10 +6,28 @@ Evaluation protocols of the pathway-gradient paper, usable with any Captum attri
 - :func:`remove_and_retrain`: ROAR accuracy after removing pixels and retraining.
 - :func:`attribution_mass_in_box`, :func:`pointing_game`: localisation against object masks.
 
+Protocols beyond the paper's:
+
+- :func:`road`: ROAD, MoRF/LeRF with noisy linear imputation (:func:`noisy_linear_impute`).
+- :func:`symmetric_relevance_gain`: SRG, LeRF AUC - MoRF AUC on one ordering.
+- :func:`grid_pointing_game`: GridPG on grids of confidently classified images.
+- :func:`efficient_mprt`, :func:`smooth_mprt`: bottom-up randomisation checks (eMPRT, sMPRT).
+
+Shared pieces: :func:`rank_pixels` (seeded random tie-breaking, used by every ordering
+protocol), :class:`RandomAttribution` (the random-map control), and :func:`bootstrap_ci`,
+:func:`paired_bootstrap_ci`, :func:`combine_models` (confidence intervals).
+
 Every result has ``to_dict()`` returning JSON-serialisable data.
 """
 
 from captum_prune.evaluation._explain import reduce_channels, trapezoid_auc
+from captum_prune.evaluation.controls import RandomAttribution
+from captum_prune.evaluation.grid_pointing import (
+    GridPointingResult,
+    GridSet,
+    grid_pointing_game,
+    make_grids,
+)
 from captum_prune.evaluation.localisation import (
     LocalisationResult,
     attribution_mass_in_box,
@@ -21,27 +39,66 @@ from captum_prune.evaluation.perturbation import (
     pixel_perturbation,
     remove_top_pixels,
 )
+from captum_prune.evaluation.randomisation import (
+    EfficientMprtResult,
+    SmoothMprtResult,
+    efficient_mprt,
+    histogram_entropy,
+    smooth_mprt,
+)
+from captum_prune.evaluation.ranking import PixelRanking, rank_pixels
+from captum_prune.evaluation.road import RoadResult, noisy_linear_impute, road
 from captum_prune.evaluation.roar import RoarResult, accuracy, remove_and_retrain
 from captum_prune.evaluation.sanity import (
     SanityCheckResult,
     cascading_randomization,
     parameter_stages,
 )
+from captum_prune.evaluation.srg import SrgResult, symmetric_relevance_gain
+from captum_prune.evaluation.statistics import (
+    ConfidenceInterval,
+    ModelSpread,
+    bootstrap_ci,
+    combine_models,
+    paired_bootstrap_ci,
+)
 
 __all__ = [
+    "ConfidenceInterval",
+    "EfficientMprtResult",
+    "GridPointingResult",
+    "GridSet",
     "LocalisationResult",
+    "ModelSpread",
     "PerturbationResult",
+    "PixelRanking",
+    "RandomAttribution",
+    "RoadResult",
     "RoarResult",
     "SanityCheckResult",
+    "SmoothMprtResult",
+    "SrgResult",
     "accuracy",
     "attribution_mass_in_box",
+    "bootstrap_ci",
     "boxes_to_masks",
     "cascading_randomization",
+    "combine_models",
+    "efficient_mprt",
+    "grid_pointing_game",
+    "histogram_entropy",
+    "make_grids",
+    "noisy_linear_impute",
+    "paired_bootstrap_ci",
     "parameter_stages",
     "pixel_perturbation",
     "pointing_game",
+    "rank_pixels",
     "reduce_channels",
     "remove_and_retrain",
     "remove_top_pixels",
+    "road",
+    "smooth_mprt",
+    "symmetric_relevance_gain",
     "trapezoid_auc",
 ]

@@ -230,3 +230,20 @@ def summary(values: np.ndarray) -> Dict[str, Any]:
     r"""``{"mean": [...], "std": [...]}`` over axis 0 of ``values``, JSON-ready."""
     mean, std = mean_std(values, axis=0)
     return {"mean": jsonable(mean), "std": jsonable(std)}
+
+
+def curve_auc(fractions: Sequence[float], values: Any, start: Any = 0.0) -> np.ndarray:
+    r"""
+    Trapezoid area under each row of ``values`` (``N x F``) against ``fractions``, with the
+    point ``(0, start)`` prepended when 0 is not among the fractions (``start`` is a number or
+    one value per row). The mean of the per-row areas is the area under the mean curve.
+    """
+    y = np.asarray(values.detach().cpu().numpy() if isinstance(values, Tensor) else values,
+                   dtype=np.float64)
+    x = np.asarray(fractions, dtype=np.float64)
+    if x[0] > 0:
+        first = np.broadcast_to(np.asarray(start, dtype=np.float64).reshape(-1, 1),
+                                (y.shape[0], 1))
+        x, y = np.concatenate([[0.0], x]), np.concatenate([first, y], axis=1)
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    return trapezoid(y, x, axis=1)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from captum_prune._shared import is_number
 from captum_prune.evaluation._explain import jsonable, mean_std, reduce_channels
+from captum_prune.evaluation.statistics import DEFAULT_N_BOOT, bootstrap_ci
 
 PARTS = {"positive": "max_positive", "abs": "max_abs"}
 
@@ -43,8 +44,13 @@ class LocalisationResult:
         r"""Sample standard deviation over examples, ignoring NaN."""
         return float(mean_std(self.values.numpy())[1])
 
+    def ci(self, n_boot: int = DEFAULT_N_BOOT, level: float = 0.95, seed: int = 0) -> Any:
+        r"""Bootstrap CI over examples of the mean (NaN left out, counted)."""
+        return bootstrap_ci(self.values, n_boot, level, seed)
+
     def to_dict(self, per_example: bool = False) -> Dict[str, Any]:
-        r"""JSON-ready summary; ``per_example=True`` adds the per-example values."""
+        r"""JSON-ready summary with the 95% bootstrap CI; ``per_example=True`` adds the
+        per-example values."""
         out = {
             "protocol": self.metric,
             "part": self.part,
@@ -52,6 +58,7 @@ class LocalisationResult:
             "n_undefined": int(torch.isnan(self.values).sum()),
             "mean": jsonable(self.mean),
             "std": jsonable(self.std),
+            "ci": self.ci().to_dict(),
         }
         if per_example:
             out["values"] = jsonable(self.values)
@@ -139,7 +146,8 @@ def attribution_mass_in_box(
         (torch.Size([4]), True)
         >>> result.to_dict()
         {'protocol': 'mass_in_box', 'part': 'positive', 'n_examples': 4, 'n_undefined': 0,
-         'mean': 0.2..., 'std': 0.0...}
+         'mean': 0.2..., 'std': 0.0..., 'ci': {'mean': 0.2..., 'low': 0.2..., 'high': 0.2...,
+         'n': 4, 'n_undefined': 0, 'level': 0.95}}
     """
     maps, masks = _prepare(attributions, object_masks, part)
     total = maps.sum(dim=(1, 2))

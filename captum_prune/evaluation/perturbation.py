@@ -2,8 +2,9 @@ r"""Pixel perturbation (LeRF / MoRF) and the pixel-removal helper shared with RO
 
 Pixels are ranked by :math:`\max_c |A_c|` (channel max of the absolute attribution; method spec
 §7.17 fixes this in place of the reference's channel max of the *signed* map). A removed pixel is
-set to the baseline in all channels. Ties are broken by pixel position: among equal scores the
-pixel earlier in row-major order is removed first, for both orders, so results are deterministic.
+set to the baseline in all channels. Ties are broken at random with a seeded generator
+(``tie_break="random"``, see :func:`~captum_prune.evaluation.rank_pixels`); ``"position"`` keeps
+the old row-major rule to reproduce older numbers.
 """
 
 import math
@@ -24,13 +25,15 @@ from captum_prune.evaluation._explain import (
     check_fractions,
     check_images,
     check_map_matches,
+    curve_auc,
     jsonable,
     mean_std,
     progress_bar,
-    reduce_channels,
     summary,
     trapezoid_auc,
 )
+from captum_prune.evaluation.ranking import SeedType, rank_pixels
+from captum_prune.evaluation.statistics import DEFAULT_N_BOOT, bootstrap_ci, ci_dicts
 from captum_prune.maps.store import resolve_maps
 
 BaselineType = Union[None, float, Tensor]
@@ -78,20 +81,16 @@ def _slice_baseline(baseline: Tensor, rows: slice) -> Tensor:
     return baseline[rows] if baseline.shape[0] > 1 else baseline
 
 
-def removal_rank(attributions: Tensor, largest: bool = True) -> Tensor:
+def removal_rank(attributions: Tensor, largest: bool = True, tie_break: str = "random",
+                 seed: SeedType = 0, index_offset: int = 0) -> Tensor:
     r"""
     Rank of every pixel in removal order (0 = removed first), shape ``N x H x W``.
 
     Pixels are ranked by ``reduce_channels(attributions, "max_abs")``; with ``largest=True`` the
-    most important pixel comes first (MoRF, ROAR), otherwise the least important (LeRF). The sort
-    is stable, so ties go to the pixel earlier in row-major order.
+    most important pixel comes first (MoRF, ROAR), otherwise the least important (LeRF). Ties:
+    see :func:`~captum_prune.evaluation.rank_pixels`.
     """
-    scores = reduce_channels(attributions, "max_abs")
-    n, h, w = scores.shape
-    order = torch.sort(scores.reshape(n, h * w), dim=1, descending=largest, stable=True).indices
-    positions = torch.arange(h * w, device=order.device).expand(n, h * w)
-    rank = torch.empty_like(order).scatter_(1, order, positions)
-    return rank.reshape(n, h, w)
+    return rank_pixels(attributions, largest, tie_break, seed, index_offset=index_offset).rank
 
 
 def n_removed(fraction: float, n_pixels: int) -> int:
@@ -112,6 +111,8 @@ def remove_top_pixels(
     *,
     largest: bool = True,
     batch_size: int = 1024,
+    tie_break: str = "random",
+    seed: SeedType = 0,
 ) -> Tensor:
     r"""
     Replaces the ``fraction`` most important pixels of every image (all channels) by the
@@ -121,7 +122,7 @@ def remove_top_pixels(
 
         images (Tensor): Images of shape ``N x C x H x W``. Not modified.
         attributions (Tensor): Maps of shape ``N x C' x H x W`` or ``N x H x W``; pixels are
-                    ranked by :math:`\max_c |A_c|`, ties by row-major position.
+                    ranked by :math:`\max_c |A_c|`, ties by ``tie_break``.
         fraction (float): Share of the ``H * W`` pixels to remove, in [0, 1];
                     ``round(fraction * H * W)`` pixels (half up) are removed per image.
         baseline (None, float or Tensor, optional): Replacement value. ``None`` is the per-channel
@@ -131,6 +132,10 @@ def remove_top_pixels(
         largest (bool, optional): Remove the most important pixels (``True``) or the least
                     important ones (``False``). Default: ``True``
         batch_size (int, optional): Images ranked at a time, to bound memory. Default: 1024
+        tie_break (str, optional): ``"random"`` (seeded) or ``"position"`` (row-major, the old
+                    rule), see :func:`~captum_prune.evaluation.rank_pixels`. Default: ``"random"``
+        seed (int or sequence of int, optional): Seed of the random tie-break; image ``i`` is
+                    ranked the same way whatever the batch size. Default: 0
 
     Returns:
         Tensor of the shape of ``images`` with the pixels replaced.
@@ -149,7 +154,8 @@ def remove_top_pixels(
     k = n_removed(fraction, images.shape[-2] * images.shape[-1])
     out = torch.empty_like(images)
     for rows in batches(len(images), batch_size):
-        rank = removal_rank(attributions[rows].to(images.device), largest=largest)
+        rank = removal_rank(attributions[rows].to(images.device), largest, tie_break, seed,
+                            rows.start)
         out[rows] = _apply_mask(images[rows].detach(), rank, k, _slice_baseline(base, rows))
     return out
 
@@ -166,6 +172,8 @@ class PerturbationResult:
                     :math:`|p_c(x) - p_c(\tilde x)| / p_c(x)`, per example and fraction.
         target (Tensor): The class evaluated for each example.
         original_probability (Tensor): :math:`p_c(x)` per example.
+        tie_break (str, optional): Tie rule of the ranking (``None`` if not recorded).
+        tied_share (Tensor, optional): ``N`` share of tied pixels per map.
     """
 
     mode: str
@@ -173,6 +181,8 @@ class PerturbationResult:
     changes: Tensor
     target: Tensor
     original_probability: Tensor
+    tie_break: Optional[str] = None
+    tied_share: Optional[Tensor] = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -195,8 +205,29 @@ class PerturbationResult:
             x, y = [0.0] + x, [0.0] + y
         return trapezoid_auc(x, y)
 
+    @property
+    def per_example_auc(self) -> np.ndarray:
+        r"""``N`` areas under each example's curve (same rule as :attr:`auc`, their mean)."""
+        return curve_auc(self.fractions, self.changes, 0.0)
+
+    def ci(self, n_boot: int = DEFAULT_N_BOOT, level: float = 0.95,
+           seed: int = 0) -> Dict[str, Any]:
+        r"""
+        Bootstrap CIs over examples (:func:`~captum_prune.evaluation.bootstrap_ci`):
+        ``{"mean": [one per fraction], "auc": ..., "tied_share": ...}`` (``tied_share`` only
+        when recorded).
+        """
+        out = {"mean": bootstrap_ci(self.changes, n_boot, level, seed),
+               "auc": bootstrap_ci(self.per_example_auc, n_boot, level, seed)}
+        if self.tied_share is not None:
+            out["tied_share"] = bootstrap_ci(self.tied_share, n_boot, level, seed)
+        return out
+
     def to_dict(self, per_example: bool = False) -> Dict[str, Any]:
-        r"""JSON-ready summary; ``per_example=True`` adds the ``N x F`` changes and targets."""
+        r"""
+        JSON-ready summary with 95% bootstrap CIs (``"ci"``), the tie rule and the mean tied
+        share; ``per_example=True`` adds the ``N x F`` changes, targets and tied shares.
+        """
         out = {
             **summary(self.changes.numpy()),
             "protocol": "pixel_perturbation",
@@ -205,11 +236,17 @@ class PerturbationResult:
             "n_examples": int(self.changes.shape[0]),
             "fractions": jsonable(self.fractions),
             "auc": jsonable(self.auc),
+            "tie_break": self.tie_break,
+            "tied_share": (None if self.tied_share is None
+                           else jsonable(self.tied_share.double().mean())),
+            "ci": {k: ci_dicts(v) for k, v in self.ci().items()},
         }
         if per_example:
             out["changes"] = jsonable(self.changes)
             out["target"] = jsonable(self.target)
             out["original_probability"] = jsonable(self.original_probability)
+            if self.tied_share is not None:
+                out["tied_share_per_example"] = jsonable(self.tied_share)
         return out
 
 
@@ -227,6 +264,8 @@ def pixel_perturbation(
     apply_softmax: bool = True,
     progress: bool = False,
     map_indices: Optional[Sequence[int]] = None,
+    tie_break: str = "random",
+    seed: SeedType = 0,
 ) -> PerturbationResult:
     r"""
     Pixel perturbation benchmark (Samek et al. 2017; the FullGrad-style output change used by
@@ -264,10 +303,14 @@ def pixel_perturbation(
         progress (bool, optional): Show a tqdm progress bar. Default: ``False``
         map_indices (sequence of int, optional): With a ``MapStore``: the dataset index of
                     each input in the store. Default: ``0 .. N - 1``
+        tie_break (str, optional): How equal scores are ordered: ``"random"`` (seeded, the
+                    default) or ``"position"`` (row-major, the old rule, for older numbers).
+                    See :func:`~captum_prune.evaluation.rank_pixels`. Default: ``"random"``
+        seed (int or sequence of int, optional): Seed of the random tie-break. Default: 0
 
     Returns:
-        :class:`PerturbationResult` with ``mean``/``std`` per fraction, ``auc`` and per-example
-        ``changes``.
+        :class:`PerturbationResult` with ``mean``/``std`` per fraction, ``auc``, per-example
+        ``changes``, the tied share per map and bootstrap CIs (``ci()``).
 
     Examples::
 
@@ -326,7 +369,7 @@ def pixel_perturbation(
             out = torch.softmax(out, dim=1)
         return out.gather(1, t.view(-1, 1)).squeeze(1)
 
-    changes, p_orig = [], []
+    changes, p_orig, ties = [], [], []
     steps = progress_bar(batches(n, batch_size), progress, "pixel perturbation",
                          total=math.ceil(n / batch_size))
     for rows in steps:
@@ -336,7 +379,10 @@ def pixel_perturbation(
         else:
             maps = attribute(attributions, x, t, **(attribute_kwargs or {}))
             check_map_matches(maps, x, "attributions")
-        rank = removal_rank(maps.to(x.device), largest=(mode == "morf"))
+        ranking = rank_pixels(maps.to(x.device), mode == "morf", tie_break, seed,
+                              index_offset=rows.start)
+        rank = ranking.rank
+        ties.append(ranking.tied_share)
         b = _slice_baseline(base, rows)
         with torch.no_grad():
             p0 = probability(x, t)
@@ -350,4 +396,6 @@ def pixel_perturbation(
         changes=torch.cat(changes),
         target=target.detach().cpu(),
         original_probability=torch.cat(p_orig),
+        tie_break=tie_break,
+        tied_share=torch.cat(ties),
     )

@@ -23,6 +23,13 @@ from captum_prune.evaluation.perturbation import (
     remove_top_pixels,
     resolve_baseline,
 )
+from captum_prune.evaluation.ranking import check_tie_break, rank_pixels
+from captum_prune.evaluation.statistics import (
+    DEFAULT_N_BOOT,
+    bootstrap_ci,
+    ci_dicts,
+    combine_models,
+)
 from captum_prune.maps.store import resolve_maps
 
 DEFAULT_ROAR_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -38,11 +45,19 @@ class RoarResult:
                     trained on unmodified data).
         seeds (list of int): Seeds passed to ``train_fn``.
         accuracy (ndarray): ``F x S`` test accuracy (a fraction in [0, 1]) per fraction and seed.
+        correct (ndarray, optional): ``F x S x M`` whether each test image was classified
+                    correctly, for CIs over test images.
+        tie_break (str, optional): Tie rule of the pixel ranking.
+        tied_share (dict, optional): Mean share of tied pixels of the ``"train"`` and
+                    ``"test"`` maps.
     """
 
     fractions: List[float]
     seeds: List[int]
     accuracy: np.ndarray
+    correct: Optional[np.ndarray] = None
+    tie_break: Optional[str] = None
+    tied_share: Optional[Dict[str, float]] = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -59,9 +74,28 @@ class RoarResult:
         r"""Trapezoid area under mean accuracy vs. fraction, over 0 .. max fraction."""
         return trapezoid_auc(self.fractions, self.mean)
 
-    def to_dict(self) -> Dict[str, Any]:
-        r"""JSON-ready summary, per-seed accuracies included."""
+    def ci(self, n_boot: int = DEFAULT_N_BOOT, level: float = 0.95,
+           seed: int = 0) -> Dict[str, Any]:
+        r"""
+        CIs over test images (needs ``correct``): ``"mean"``, one bootstrap CI per fraction of
+        the accuracy averaged over training seeds; ``"per_seed"``, per fraction a
+        :class:`~captum_prune.evaluation.ModelSpread` (each seed's CI and the spread between
+        seeds).
+        """
+        if self.correct is None:
+            raise ValueError("this result has no per-image correctness; rerun remove_and_retrain")
+        correct = np.asarray(self.correct, dtype=np.float64)
         return {
+            "mean": bootstrap_ci(correct.mean(axis=1).T, n_boot, level, seed),
+            "per_seed": [combine_models(list(c), n_boot, level, seed) for c in correct],
+        }
+
+    def to_dict(self) -> Dict[str, Any]:
+        r"""
+        JSON-ready summary, per-seed accuracies included, with CIs over test images (``"ci"``,
+        when ``correct`` is recorded), the tie rule and the tied shares.
+        """
+        out = {
             "protocol": "roar",
             "ranking": "max over channels of |attribution|",
             "fractions": jsonable(self.fractions),
@@ -70,14 +104,27 @@ class RoarResult:
             "std": jsonable(self.std),
             "per_seed": jsonable(self.accuracy),
             "auc": jsonable(self.auc),
+            "tie_break": self.tie_break,
+            "tied_share": jsonable(self.tied_share),
         }
+        if self.correct is not None:
+            cis = self.ci()
+            out["ci"] = {"mean": ci_dicts(cis["mean"]),
+                         "per_seed": [s.to_dict() for s in cis["per_seed"]]}
+        return out
 
 
 def accuracy(model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
              batch_size: int = 256) -> float:
     r"""Share of ``images`` whose arg-max prediction equals ``labels`` (no gradients)."""
+    return float(correct_predictions(model, images, labels, batch_size).mean())
+
+
+def correct_predictions(model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
+                        batch_size: int = 256) -> np.ndarray:
+    r"""Boolean array: whether the arg-max prediction of each image equals its label."""
     predicted = predict(model, images, batch_size)
-    return int((predicted == labels.to(predicted.device)).sum()) / len(images)
+    return (predicted == labels.to(predicted.device)).cpu().numpy()
 
 
 def _check_labels(labels: Any, images: Tensor, name: str) -> Tensor:
@@ -102,12 +149,14 @@ def remove_and_retrain(
     progress: bool = False,
     train_indices: Optional[Sequence[int]] = None,
     test_indices: Optional[Sequence[int]] = None,
+    tie_break: str = "random",
+    tie_seed: int = 0,
 ) -> RoarResult:
     r"""
     RemOve And Retrain (Hooker et al. 2019), as in method spec §4.3.
 
     For every fraction ``t`` the top-``t`` pixels of every train and test image, ranked by
-    :math:`\max_c |A_c|` (ties by row-major position), are replaced in all channels by the
+    :math:`\max_c |A_c|` (ties by ``tie_break``), are replaced in all channels by the
     baseline; a fresh model is trained on the modified train set with every seed and its
     accuracy on the modified test set is recorded. ``t = 0`` (unmodified data) is always
     evaluated first. A good attribution makes the accuracy drop fast (low AUC).
@@ -138,6 +187,11 @@ def remove_and_retrain(
         train_indices, test_indices (sequence of int, optional): With a ``MapStore``: the
                     dataset index of each train (test) image in the store. Default:
                     ``0 .. N - 1``
+        tie_break (str, optional): ``"random"`` (seeded by ``tie_seed``) or ``"position"``
+                    (row-major, the old rule); see :func:`~captum_prune.evaluation.rank_pixels`.
+                    Train maps use the seed ``(tie_seed, 0)``, test maps ``(tie_seed, 1)``, so
+                    every fraction removes nested pixel sets. Default: ``"random"``
+        tie_seed (int, optional): Seed of the random tie-break. Default: 0
 
     Returns:
         :class:`RoarResult` with per-seed accuracies, ``mean``/``std`` per fraction and ``auc``
@@ -175,8 +229,9 @@ def remove_and_retrain(
         (3, 1)
         >>> bool(result.mean[0] > result.mean[-1])  # removing salient pixels hurts
         True
-        >>> sorted(result.to_dict())
-        ['auc', 'fractions', 'mean', 'per_seed', 'protocol', 'ranking', 'seeds', 'std']
+        >>> sorted(result.to_dict())  # doctest: +NORMALIZE_WHITESPACE
+        ['auc', 'ci', 'fractions', 'mean', 'per_seed', 'protocol', 'ranking', 'seeds', 'std',
+         'tie_break', 'tied_share']
     """
     train_images = check_images(train_images, "train_images")
     test_images = check_images(test_images, "test_images")
@@ -197,6 +252,13 @@ def remove_and_retrain(
     if not seeds or any(not is_int(s) for s in seeds):
         raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
     batch_size = check_batch_size(batch_size)
+    check_tie_break(tie_break)
+    tie_seeds = {"train": (tie_seed, 0), "test": (tie_seed, 1)}
+    tied = {
+        split: float(rank_pixels(maps, tie_break=tie_break, seed=tie_seeds[split])
+                     .tied_share.mean())
+        for split, maps in (("train", train_attributions), ("test", test_attributions))
+    }
     # One replacement value for train and test: the (unmodified) training-set statistic.
     base = resolve_baseline(baseline, train_images)
     if base.shape[0] > 1:
@@ -206,18 +268,21 @@ def remove_and_retrain(
 
     runs = [(i, j) for i in range(len(fractions)) for j in range(len(seeds))]
     runs = progress_bar(runs, progress, "ROAR", total=len(runs))
-    acc = np.zeros((len(fractions), len(seeds)))
+    correct = np.zeros((len(fractions), len(seeds), len(test_images)), dtype=bool)
     current, data = None, None
     for i, j in runs:
         f = fractions[i]
         if i != current:
             current = i
-            data = (
-                remove_top_pixels(train_images, train_attributions, f, base, batch_size=batch_size),
-                remove_top_pixels(test_images, test_attributions, f, base, batch_size=batch_size),
+            data = tuple(
+                remove_top_pixels(x, a, f, base, batch_size=batch_size, tie_break=tie_break,
+                                  seed=tie_seeds[split])
+                for split, x, a in (("train", train_images, train_attributions),
+                                    ("test", test_images, test_attributions))
             )
         model = train_fn(data[0], train_labels, seeds[j])
         if isinstance(model, torch.nn.Module):
             model.eval()
-        acc[i, j] = accuracy(model, data[1], test_labels, batch_size)
-    return RoarResult(fractions=fractions, seeds=seeds, accuracy=acc)
+        correct[i, j] = correct_predictions(model, data[1], test_labels, batch_size)
+    return RoarResult(fractions=fractions, seeds=seeds, accuracy=correct.mean(axis=2),
+                      correct=correct, tie_break=tie_break, tied_share=tied)

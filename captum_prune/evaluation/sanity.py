@@ -30,19 +30,24 @@ from captum_prune.evaluation._explain import (
     reduce_channels,
     summary,
 )
+from captum_prune.evaluation.statistics import DEFAULT_N_BOOT, bootstrap_ci, ci_dicts
 
 LayerOrder = Union[None, Sequence[Union[str, Sequence[str]]], Mapping[str, Sequence[str]]]
 METRICS = ("spearman", "spearman_abs", "ssim", "ssim_abs")
 
 
-def parameter_stages(model: torch.nn.Module) -> List[str]:
+def parameter_stages(model: torch.nn.Module, order: str = "top_down") -> List[str]:
     r"""
     Names of the modules that own parameters directly, top-down (the reverse of
     ``model.named_modules()``): the default cascade of :func:`cascading_randomization`.
-    The root module, if it owns parameters, is named ``""``.
+    ``order="bottom_up"`` gives them from the input up (the order of ``named_modules()``), the
+    default of :func:`efficient_mprt` and :func:`smooth_mprt`. The root module, if it owns
+    parameters, is named ``""``.
     """
+    if order not in ("top_down", "bottom_up"):
+        raise ValueError(f"order must be 'top_down' or 'bottom_up', got {order!r}")
     owners = [name for name, m in model.named_modules() if any(True for _ in m.parameters(False))]
-    return owners[::-1]
+    return owners[::-1] if order == "top_down" else owners
 
 
 def _stage_groups(model: torch.nn.Module, layer_order: LayerOrder) -> List[Tuple[str, List[str]]]:
@@ -117,6 +122,13 @@ class SanityCheckResult:
         values = getattr(self, metric)
         return {**summary(values.T), "n_undefined": jsonable(np.isnan(values).sum(axis=1))}
 
+    def ci(self, metric: str, n_boot: int = DEFAULT_N_BOOT, level: float = 0.95,
+           seed: int = 0) -> List[Any]:
+        r"""One bootstrap CI over examples per stage for ``metric`` (NaN left out, counted)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        return bootstrap_ci(getattr(self, metric).T, n_boot, level, seed)
+
     def to_dict(self, per_example: bool = False) -> Dict[str, Any]:
         r"""JSON-ready summary per stage; ``per_example=True`` adds the ``S x N`` arrays."""
         out: Dict[str, Any] = {
@@ -126,7 +138,7 @@ class SanityCheckResult:
             "stages": list(self.stages),
         }
         for metric in METRICS:
-            out[metric] = self.summary(metric)
+            out[metric] = {**self.summary(metric), "ci": ci_dicts(self.ci(metric))}
             if per_example:
                 out[metric]["per_example"] = jsonable(getattr(self, metric))
         if per_example:

@@ -57,7 +57,8 @@ def test_perfect_map_beats_random_map_in_lerf_and_morf(setup):
 def test_change_matches_hand_computation(setup):
     model, inputs, perfect, _ = setup
     # MoRF 10% of 144 pixels = 14 pixels, all inside the 20-pixel object (ties: row-major order).
-    result = pixel_perturbation(model, inputs, perfect, 0, (0.1,), "morf", 0.0)
+    result = pixel_perturbation(model, inputs, perfect, 0, (0.1,), "morf", 0.0,
+                                tie_break="position")
     mask = _object_mask()
     removed = torch.zeros(SIZE * SIZE, dtype=torch.bool)
     removed[torch.nonzero(mask.flatten()).flatten()[:14]] = True
@@ -109,12 +110,12 @@ def test_remove_top_pixels_removes_exactly_the_top_k():
     assert torch.equal(low, ~removed)  # LeRF 77% is the complement of MoRF 23%
 
 
-def test_ties_are_broken_by_row_major_position():
+def test_position_rule_breaks_ties_by_row_major_position():
     images = torch.zeros(2, 1, 4, 4)
     maps = torch.ones(2, 1, 4, 4)
     maps[1, 0, 0, 0] = 0.0  # the unique least important pixel
-    top = remove_top_pixels(images, maps, 0.25, 1.0)[:, 0]
-    low = remove_top_pixels(images, maps, 0.25, 1.0, largest=False)[:, 0]
+    top = remove_top_pixels(images, maps, 0.25, 1.0, tie_break="position")[:, 0]
+    low = remove_top_pixels(images, maps, 0.25, 1.0, largest=False, tie_break="position")[:, 0]
     assert top[0].flatten().tolist() == [1.0] * 4 + [0.0] * 12
     assert top[1].flatten().tolist() == [0.0] + [1.0] * 4 + [0.0] * 11
     assert low[0].flatten().tolist() == [1.0] * 4 + [0.0] * 12

@@ -116,3 +116,18 @@ def test_bad_arguments_raise(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         remove_and_retrain(**args)
+
+
+def test_tied_share_and_cis_over_test_images(data):
+    result = _run(data, lambda n: _object_mask().expand(n, 1, SIZE, SIZE))
+    # The mask map has two values: every pixel is tied.
+    assert result.tie_break == "random" and result.tied_share == {"train": 1.0, "test": 1.0}
+    assert result.correct.shape == (3, 2, 300)
+    np.testing.assert_allclose(result.accuracy, result.correct.mean(axis=2))
+    cis = result.ci()
+    assert [c.n for c in cis["mean"]] == [300] * 3
+    for ci, mean in zip(cis["mean"], result.mean):
+        assert ci.low <= mean <= ci.high
+    assert cis["per_seed"][0].n_models == 2
+    summary = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert summary["ci"]["mean"][0]["n"] == 300 and summary["tie_break"] == "random"
