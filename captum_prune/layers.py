@@ -88,7 +88,17 @@ def resolve_layers(
             )
         return [m for _, m in found], [n for n, _ in found]
 
-    chosen = [layers] if isinstance(layers, nn.Module) else list(layers)
+    if isinstance(layers, nn.Module):
+        chosen = [layers]
+    elif isinstance(layers, (list, tuple)) or (
+        hasattr(layers, "__iter__") and not isinstance(layers, (str, bytes, dict))
+    ):
+        chosen = list(layers)
+    else:
+        raise TypeError(
+            f"layers: expected an nn.Module, a sequence of nn.Module or None, got "
+            f"{type(layers).__name__}"
+        )
     if not chosen:
         raise ValueError("layers: got an empty list; pass at least one nn.Module or None")
     for layer in chosen:

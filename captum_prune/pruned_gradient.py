@@ -1,7 +1,6 @@
 r"""PrunedGradient: the pathway gradient of Khakzar et al. as a Captum attribution method."""
 import contextlib
-import warnings
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from captum._utils.common import (
@@ -13,11 +12,11 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_prune import _cpu, _safety
+from captum_prune import _fast, _safety
 from captum_prune._forward import forward_with_target
-from captum_prune.criteria import CRITERIA, SCORERS, NeuronScores, check_same_calls
+from captum_prune.criteria import CRITERIA, SCORERS, check_same_calls
 from captum_prune.hooks import NeuronHooks
 from captum_prune.layers import LayersArg, resolve_layers
 from captum_prune.pathway import Pathway
@@ -242,7 +241,6 @@ class PrunedGradient(GradientAttribution):
         inputs = _safety.prepare_inputs(inputs)
         additional_forward_args = _format_additional_forward_args(additional_forward_args)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_safety.model_state_guard(self.forward_func))
             stack.enter_context(torch.enable_grad())
             hooks = stack.enter_context(NeuronHooks(self.layers, self.layer_names))
             with _phase("score"):
@@ -257,6 +255,7 @@ class PrunedGradient(GradientAttribution):
                     internal_batch_size=options["internal_batch_size"],
                     keep_activations=want_pathway,
                 )
+            _safety.warn_if_training(hooks)
             with _phase("select"):
                 masks = select(
                     scored.scores,
@@ -323,12 +322,11 @@ def _masked_gradients(
                 "gradient pass; PrunedGradient needs a forward whose layer calls do not depend "
                 "on the values flowing through it."
             )
-        if type(hooks.layers[hooks.calls[call]]) is nn.ReLU:
-            # Mask a ReLU's output in place, saving a copy of every activation: its backward
-            # reads only the sign of the output it saved, and (mask * relu(x) > 0) is exactly
-            # mask * relu'(x), the derivative of the masked layer. Any other reader of this
-            # tensor comes after this hook and sees the masked values.
-            _cpu.mask_(output.data, masks[call])
+        index = hooks.calls[call]
+        if _fast.can_mask_in_place(
+            hooks.layers[index], output, hooks.hook_ids[index], hooks.foreign_hooks
+        ):
+            _fast.mask_in_place(output, masks[call])
             return None
         return output * masks[call]
 
@@ -351,10 +349,8 @@ def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:
     nonzero = sum(g.reshape(g.shape[0], -1).ne(0).any(dim=1).long() for g in gradients)
     empty = (nonzero == 0).nonzero().flatten().tolist()
     if empty:
-        warnings.warn(
+        _safety.warn(
             f"PrunedGradient: the pruned network no longer depends on the input for "
             f"example(s) {empty[:10]}{'...' if len(empty) > 10 else ''}, so their attribution "
-            "is all zeros; lower the sparsity.",
-            UserWarning,
-            stacklevel=3,
+            "is all zeros; lower the sparsity."
         )
