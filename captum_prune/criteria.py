@@ -99,11 +99,14 @@ def _check_calls(hooks: NeuronHooks, num_examples: int, outputs: List[Tensor]) -
             "nn.Module, or layers=[...] with modules that run in its forward."
         )
     for call, output in enumerate(outputs):
-        if output.dim() == 0 or output.shape[0] != num_examples:
+        dim = hooks.batch_dims[hooks.calls[call]]
+        if output.dim() <= dim or output.shape[dim] != num_examples:
             raise ValueError(
                 f"layers: call {hooks.call_names()[call]} returned shape "
-                f"{tuple(output.shape)}, whose first dimension is not the batch "
-                f"({num_examples}); only layers with per-example outputs can be pruned"
+                f"{tuple(output.shape)}, whose dimension {dim} is not the batch "
+                f"({num_examples} examples); only layers with per-example outputs can be "
+                "pruned. For sequence-first layers (S, N, E) pass batch_dims=1 (or one "
+                "batch dimension per layer) to PrunedGradient."
             )
 
 

@@ -60,11 +60,19 @@ class NeuronHooks:
         layers (Sequence[nn.Module]): The modules whose outputs are neurons.
         names (Sequence[str]): A readable name for each layer, used in errors and in the
                     call names (``"layer1.0.relu#1"``).
+        batch_dims (Sequence[int], optional): The batch dimension of each layer's output.
+                    Default: 0 for every layer.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        names: Sequence[str],
+        batch_dims: Optional[Sequence[int]] = None,
+    ) -> None:
         self.layers = list(layers)
         self.names = list(names)
+        self.batch_dims = list(batch_dims) if batch_dims is not None else [0] * len(self.layers)
         self.transform: Optional[Transform] = None
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
         #: Handle id of our forward hook on each layer (to check that it runs first).

@@ -18,7 +18,7 @@ from captum_prune import _fast, _safety
 from captum_prune._forward import forward_with_target
 from captum_prune.criteria import CRITERIA, SCORERS, check_same_calls
 from captum_prune.hooks import NeuronHooks
-from captum_prune.layers import LayersArg, resolve_layers
+from captum_prune.layers import BatchDimsArg, LayersArg, resolve_batch_dims, resolve_layers
 from captum_prune.pathway import Pathway
 from captum_prune.selection import SELECTIONS, THRESHOLDS, select
 
@@ -63,7 +63,17 @@ class PrunedGradient(GradientAttribution):
                     the neurons. Default: every activation module of ``forward_func`` (see
                     :data:`captum_prune.ACTIVATION_TYPES`), which for ReLU networks is the
                     paper's choice. Required when ``forward_func`` is not an ``nn.Module``.
-                    Each module must return one tensor whose first dimension is the batch.
+                    Each module must return one tensor with the batch in dimension
+                    ``batch_dims`` (the first, unless said otherwise).
+        batch_dims (int, Sequence[int] or dict, optional): Where the batch dimension of each
+                    layer's output is: one int for all layers, one per layer, or a dict
+                    ``{module: dim}`` (unlisted layers: 0). Needed for sequence-first layers
+                    such as those inside ``nn.TransformerEncoderLayer(batch_first=False)``,
+                    whose outputs are ``(S, N, E)``: pass ``batch_dims=1``. A layer that is or
+                    lies inside a module with ``batch_first=False`` must be given one, since
+                    ``S == N`` would otherwise pool examples silently. Scores, masks and
+                    activations in :class:`~captum_prune.Pathway` are always batch-first.
+                    Default: 0 for every layer.
 
     Examples::
 
@@ -77,10 +87,15 @@ class PrunedGradient(GradientAttribution):
         torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, forward_func: Callable, layers: LayersArg = None) -> None:
+    def __init__(
+        self, forward_func: Callable, layers: LayersArg = None, batch_dims: BatchDimsArg = None
+    ) -> None:
         _safety.check_forward_func(forward_func)
         GradientAttribution.__init__(self, forward_func)
         self.layers, self.layer_names = resolve_layers(forward_func, layers)
+        self.batch_dims = resolve_batch_dims(
+            forward_func, self.layers, self.layer_names, batch_dims
+        )
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -238,11 +253,18 @@ class PrunedGradient(GradientAttribution):
     ) -> Tuple[Tuple[Tensor, ...], Optional[Pathway]]:
         _safety.check_grad_mode()
         self._check_options(options)
+        if options["criterion"] == "integrated_gradients" and any(self.batch_dims):
+            raise ValueError(
+                "criterion: 'integrated_gradients' needs batch-first layers (batch_dims 0); "
+                "use 'taylor' or 'random' with sequence-first layers"
+            )
         inputs = _safety.prepare_inputs(inputs)
         additional_forward_args = _format_additional_forward_args(additional_forward_args)
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad())
-            hooks = stack.enter_context(NeuronHooks(self.layers, self.layer_names))
+            hooks = stack.enter_context(
+                NeuronHooks(self.layers, self.layer_names, self.batch_dims)
+            )
             with _phase("score"):
                 scored = SCORERS[options["criterion"]](
                     self.forward_func,
@@ -256,6 +278,10 @@ class PrunedGradient(GradientAttribution):
                     keep_activations=want_pathway,
                 )
             _safety.warn_if_training(hooks)
+            call_dims = [hooks.batch_dims[index] for index in scored.calls]
+            if any(call_dims):
+                scored.scores = _batch_first(scored.scores, call_dims)
+                scored.activations = _batch_first(scored.activations, call_dims)
             with _phase("select"):
                 masks = select(
                     scored.scores,
@@ -269,8 +295,11 @@ class PrunedGradient(GradientAttribution):
             if not want_pathway:
                 scored.activations.clear()
             with _phase("pruned_pass"):
+                layer_masks = masks
+                if any(call_dims):
+                    layer_masks = [m.movedim(0, d) for m, d in zip(masks, call_dims)]
                 output, values, gradients = _masked_gradients(
-                    self.forward_func, hooks, scored.calls, masks, inputs, target,
+                    self.forward_func, hooks, scored.calls, layer_masks, inputs, target,
                     additional_forward_args,
                 )
         _warn_if_empty(gradients)
@@ -292,6 +321,13 @@ class PrunedGradient(GradientAttribution):
 _OPTION_NAMES = (
     "sparsity", "criterion", "selection", "threshold", "n_steps", "method", "internal_batch_size"
 )
+
+
+def _batch_first(tensors: List[Tensor], dims: List[int]) -> List[Tensor]:
+    """Each call's tensor with its batch dimension moved to the front."""
+    if not tensors:
+        return tensors
+    return [t.movedim(d, 0).contiguous() if d else t for t, d in zip(tensors, dims)]
 
 
 def _phase(name: str) -> torch.profiler.record_function:

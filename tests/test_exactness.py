@@ -341,3 +341,38 @@ def test_warnings_point_at_the_callers_line():
         PrunedGradient(model).attribute(_x(), target=0, sparsity=0.999)
     ours = [w for w in caught if "PrunedGradient" in str(w.message)]
     assert ours and all(w.filename == __file__ for w in ours)
+
+
+class _SequenceFirst(nn.Module):
+    """A sequence-first transformer encoder layer (S, N, E) with a ReLU module in its FFN."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.TransformerEncoderLayer(
+            8, 2, dim_feedforward=16, dropout=0.0, activation=nn.ReLU(), batch_first=False
+        )
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # x: (N, S, E), batch first at the model's boundary
+        return self.head(self.encoder(x.transpose(0, 1)).mean(0))
+
+
+def test_sequence_first_layers_need_and_use_batch_dims():
+    model = _net(factory=_SequenceFirst)
+    x = _x(shape=(3, 3, 8))  # S == N: the ambiguous shape
+    with pytest.raises(ValueError, match="batch_dims"):
+        PrunedGradient(model)
+    layers = [model.encoder.activation]
+    pg = PrunedGradient(model, layers=layers, batch_dims=1)
+    got = pg.attribute(x, target=[0, 2, 1], sparsity=SPARSITY)
+    expected, keeps = oracle_attribution(model, layers, x, [0, 2, 1], SPARSITY, batch_dims=[1])
+    assert torch.equal(got, expected)
+    one_by_one = torch.cat(
+        [pg.attribute(x[i : i + 1], target=[t], sparsity=SPARSITY) for i, t in enumerate([0, 2, 1])]
+    )
+    torch.testing.assert_close(got, one_by_one, rtol=1e-9, atol=1e-12)
+    path = pg.pathway(x, target=[0, 2, 1], sparsity=SPARSITY)
+    assert path.masks[0].shape[0] == 3 and torch.equal(path.masks[0], keeps[0].movedim(1, 0))
+    assert PrunedGradient(model, layers=layers, batch_dims={layers[0]: 1}).batch_dims == [1]
+    with pytest.raises(TypeError, match="batch_dims"):
+        PrunedGradient(model, layers=layers, batch_dims="1")
