@@ -376,3 +376,14 @@ def test_sequence_first_layers_need_and_use_batch_dims():
     assert PrunedGradient(model, layers=layers, batch_dims={layers[0]: 1}).batch_dims == [1]
     with pytest.raises(TypeError, match="batch_dims"):
         PrunedGradient(model, layers=layers, batch_dims="1")
+
+
+def test_fast_paths_equal_the_plain_path_on_a_residual_network(resnet18):
+    x = _x(torch.float32, shape=(2, 3, 32, 32))
+    fast = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
+    _fast.ENABLED = False
+    try:
+        plain = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
+    finally:
+        _fast.ENABLED = True
+    assert torch.equal(fast, plain)
