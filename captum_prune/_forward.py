@@ -30,6 +30,9 @@ def _check_multi_index(index: Any, shape, target: Any) -> None:
 def validate_target(target: Any, output: Tensor, num_examples: int) -> None:
     r"""Checks ``target`` against the model output and raises a clear error.
 
+    The one target check of the package: every function that takes a Captum-style
+    ``target`` and a model output should call it before selecting from the output.
+
     Accepts every form Captum does: ``None``, an int, a tuple of ints, a 0-dim or one-element
     tensor, a list or 1-D tensor with one int (or tuple) per example.
     """
@@ -86,6 +89,14 @@ def validate_target(target: Any, output: Tensor, num_examples: int) -> None:
                         f"target: per-example targets must be >= 0, got {item}"
                     )
     else:
+        if output.dim() != 2:
+            # As Captum's gradient methods, which refuse to differentiate several outputs.
+            raise ValueError(
+                f"target: an int selects one value per example only from a 2-D output; the "
+                f"model output of shape {tuple(shape)} has {output[0].numel()} values per "
+                f"example, so give a tuple with one index per non-batch dimension "
+                f"(e.g. {tuple([0] * (output.dim() - 1))})"
+            )
         _check_index(target, shape[1], "an int target", target, shape)
 
 

@@ -1,8 +1,8 @@
 r"""Argument checks and the guarantees that no caller state changes."""
-import contextlib
+import os
 import sys
 import warnings
-from typing import Any, Callable, Iterator, Tuple
+from typing import Any, Callable, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +79,11 @@ def prepare_inputs(inputs: Any) -> Tuple[Tensor, ...]:
                 "inputs (for token ids, prune with layers=[...] and attribute to an embedding "
                 "output instead)"
             )
+        if x.dim() > 0 and x.shape[0] == 0:
+            raise ValueError(
+                f"inputs[{position}]: the batch is empty (shape {tuple(x.shape)}); pass at "
+                "least one example"
+            )
         if x.dim() == 0 or x.shape[0] != inputs[0].shape[0]:
             raise ValueError(
                 f"inputs[{position}]: every input needs the batch as its first dimension "
@@ -99,39 +104,55 @@ def check_grad_mode() -> None:
         )
 
 
-_STATEFUL_IN_TRAINING = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CAPTUM_LOG_DIR = os.path.join("captum", "log")
 
 
-@contextlib.contextmanager
-def model_state_guard(forward_func: Callable) -> Iterator[None]:
-    r"""Warns about train mode, and restores buffers that forward passes in train mode change.
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside captum-prune
+    (and outside Captum's ``log_usage`` wrapper), i.e. at the caller's line."""
+    frame = sys._getframe(2)  # the caller of warn()
+    level = 2
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        inside = filename.startswith(_PACKAGE_DIR + os.sep) or _CAPTUM_LOG_DIR in filename
+        if not inside:
+            return level
+        frame = frame.f_back
+        level += 1
+    return level
 
-    Pruning runs two or more forward passes. In train mode BatchNorm couples the examples and
-    updates its running statistics each time, and dropout differs between passes.
+
+def warn(message: str, category: type = UserWarning) -> None:
+    r"""``warnings.warn`` attributed to the caller's line, wherever inside the package it is
+    raised."""
+    # Level 1 (for both) is this function's frame.
+    warnings.warn(message, category, stacklevel=_outside_stacklevel())
+
+
+def warn_if_training(hooks: Any) -> None:
+    r"""Warns when a module the call reached is in train mode and has state or randomness.
+
+    In train mode BatchNorm couples the examples and updates its running statistics on every
+    forward, and dropout differs between the scoring and the pruned pass. The buffers of every
+    train-mode module reached are restored after the call (by ``NeuronHooks``).
     """
-    if not isinstance(forward_func, nn.Module):
-        yield
-        return
-    training = [
-        name
-        for name, module in forward_func.named_modules()
-        if module.training and isinstance(module, _STATEFUL_IN_TRAINING)
-    ]
+    training = hooks.stateful_training_modules()
     if not training:
-        yield
         return
-    warnings.warn(
-        f"forward_func is in train mode with {len(training)} BatchNorm/Dropout module(s) "
-        f"(e.g. '{training[0]}'): the scoring and gradient passes then see different networks "
-        "and examples of a batch affect each other. Call model.eval() first for the method's "
-        "results; buffers are restored after the call.",
-        UserWarning,
-        stacklevel=4,
+    names = _module_names(hooks)
+    first = names.get(id(training[0]), type(training[0]).__name__)
+    warn(
+        f"forward_func is in train mode with {len(training)} module(s) that have buffers or "
+        f"randomness (e.g. '{first}'): the scoring and gradient passes then see different "
+        "networks and examples of a batch affect each other. Call model.eval() first for the "
+        "method's results; buffers are restored after the call."
     )
-    saved = [(buf, buf.detach().clone()) for buf in forward_func.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
+
+
+def _module_names(hooks: Any) -> dict:
+    names = {}
+    for root in hooks.reached[:1]:
+        for name, module in root.named_modules():
+            names[id(module)] = name or type(module).__name__
+    return names

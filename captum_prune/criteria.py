@@ -16,8 +16,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
-from torch import Tensor, nn
+from torch import Tensor
 
+from captum_prune import _fast
 from captum_prune._forward import forward_with_target
 from captum_prune.hooks import NeuronHooks
 from captum_prune.selection import promoted_dtype
@@ -44,7 +45,12 @@ class NeuronScores:
 
 
 def _recording_pass(
-    forward_func, hooks: NeuronHooks, inputs, target, additional_forward_args
+    forward_func,
+    hooks: NeuronHooks,
+    inputs,
+    target,
+    additional_forward_args,
+    eligible: Optional[List[bool]] = None,
 ) -> Tuple[Tensor, Tensor, List[Tensor]]:
     """Forward through the unpruned model, keeping every layer output as it left the layer.
 
@@ -52,14 +58,26 @@ def _recording_pass(
     activation would cost time and memory). If an op further down changes one of them in
     place (a residual ``+=`` on a GELU output, say), its version counter tells, and the pass
     is run again with the network getting copies, so that what is scored is never overwritten.
+    With ``eligible`` (a list), whether each call's output may take the in-place score
+    shortcut (:class:`captum_prune._fast.ScoreInPlace`) is appended to it.
     """
     for give_copies in (False, True):
         kept: List[Tensor] = []
         versions: List[int] = []
+        if eligible is not None:
+            eligible.clear()
 
         def record(call: int, output: Tensor) -> Optional[Tensor]:
             kept.append(output)
             versions.append(output._version)
+            if eligible is not None:
+                index = hooks.calls[call]
+                eligible.append(
+                    not give_copies
+                    and _fast.ScoreInPlace.applies(
+                        hooks.layers[index], output, hooks.hook_ids[index]
+                    )
+                )
             return output.clone() if give_copies else None
 
         with hooks.forward_pass(record):
@@ -81,11 +99,14 @@ def _check_calls(hooks: NeuronHooks, num_examples: int, outputs: List[Tensor]) -
             "nn.Module, or layers=[...] with modules that run in its forward."
         )
     for call, output in enumerate(outputs):
-        if output.dim() == 0 or output.shape[0] != num_examples:
+        dim = hooks.batch_dims[hooks.calls[call]]
+        if output.dim() <= dim or output.shape[dim] != num_examples:
             raise ValueError(
                 f"layers: call {hooks.call_names()[call]} returned shape "
-                f"{tuple(output.shape)}, whose first dimension is not the batch "
-                f"({num_examples}); only layers with per-example outputs can be pruned"
+                f"{tuple(output.shape)}, whose dimension {dim} is not the batch "
+                f"({num_examples} examples); only layers with per-example outputs can be "
+                "pruned. For sequence-first layers (S, N, E) pass batch_dims=1 (or one "
+                "batch dimension per layer) to PrunedGradient."
             )
 
 
@@ -100,9 +121,12 @@ def check_same_calls(expected: List[int], hooks: NeuronHooks) -> None:
 
 
 def _score_dtype(activations: List[Tensor]) -> torch.dtype:
-    """One floating dtype for all scores, so that they are compared on one scale."""
+    """One floating dtype for all scores, so that they are compared on one scale: at least
+    float32, so that ``|a * g|`` of half-precision layers neither underflows nor ties."""
     dtype = promoted_dtype(activations)
-    return dtype if dtype.is_floating_point else torch.get_default_dtype()
+    if not dtype.is_floating_point:
+        return torch.get_default_dtype()
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _score_tensors(activations: List[Tensor]) -> List[Tensor]:
@@ -123,33 +147,6 @@ def _scores_from(
         target_values=values.detach(),
         activations=[act.detach() for act in activations],
     )
-
-
-def _overwritable(act: Tensor, layer: nn.Module, dtype: torch.dtype) -> bool:
-    """Whether the taylor score may be written over this ReLU output during the backward.
-
-    Once the gradient of a layer output is complete, every op that read it has had its
-    backward; only the ReLU's own backward is left, and it reads just the sign of its
-    output, which ``|a * g|`` keeps wherever the gradient is not zero (and where it is,
-    nothing flows back anyway). Other activations' backwards read their values, so they get
-    a score tensor of their own.
-    """
-    return (
-        type(layer) is nn.ReLU
-        and act.dtype == dtype
-        and act.is_contiguous()
-        and act._base is None
-        and act.grad_fn is not None
-        and type(act.grad_fn).__name__.startswith("ReluBackward")
-    )
-
-
-def _score_writer(act: Tensor, score: Tensor, written: List[bool], call: int) -> Callable:
-    def write(grad: Tensor) -> None:
-        torch.mul(act, grad, out=score).abs_()
-        written[call] = True
-
-    return write
 
 
 def _lowest_layer_outputs(acts: List[Tensor]) -> List[Tensor]:
@@ -193,35 +190,61 @@ def taylor_scores(
 ) -> NeuronScores:
     r"""``|a * dy/da|`` for every neuron: one forward and one backward pass.
 
-    With ``keep_activations=False``, ``nn.ReLU`` outputs are overwritten by their scores
-    during the backward (see :func:`_overwritable`), which saves a buffer the size of all
-    activations and the time to fault it in.
+    Each score is computed as soon as the gradient of its layer output is complete, so the
+    gradients of all layers are never held at the same time. With ``keep_activations=False``
+    the method drops its reference to each layer output once scored, and a ReLU output may
+    take its own score where that is provably unobservable (see
+    :class:`captum_prune._fast.ScoreInPlace`).
     """
+    eligible: List[bool] = []
     output, values, acts = _recording_pass(
-        forward_func, hooks, inputs, target, additional_forward_args
+        forward_func, hooks, inputs, target, additional_forward_args,
+        eligible=None if keep_activations else eligible,
     )
     dtype = _score_dtype(acts)
-    # .data: writing the scores must not bump the version that the ReLU backward checks.
-    scores = [
-        act.data
-        if not keep_activations and _overwritable(act, hooks.layers[layer], dtype)
-        else torch.empty(act.shape, dtype=dtype, device=act.device)
-        for act, layer in zip(acts, hooks.calls)
-    ]
-    written = [False] * len(acts)
+    shapes = [(act.shape, act.device) for act in acts]
+    kept = list(acts) if keep_activations else []
+    holder: List[Optional[Tensor]] = acts  # dropped entry by entry below
+    scores: List[Optional[Tensor]] = [None] * len(acts)
     if values.requires_grad:
-        for call, (act, score) in enumerate(zip(acts, scores)):
-            if act.requires_grad:
-                # Write each score as soon as its gradient exists, so the gradients of all
-                # layers never have to be held at the same time.
-                act.register_hook(_score_writer(act.data, score, written, call))
         roots = _lowest_layer_outputs(acts)
+        root_ids = {id(root) for root in roots}
+        for call, act in enumerate(acts):
+            if not act.requires_grad:
+                continue
+            if eligible and eligible[call] and id(act) not in root_ids:
+                act.grad_fn.register_hook(_in_place_writer(holder, scores, call, dtype))
+            else:
+                act.register_hook(_score_writer(holder, scores, call, dtype))
+        del act
         if roots:
             torch.autograd.grad(values.sum(), roots, allow_unused=True)
-    for call, done in enumerate(written):
-        if not done:  # no gradient reached this call: it cannot change the target
-            scores[call] = torch.zeros(acts[call].shape, dtype=dtype, device=acts[call].device)
-    return _scores_from(hooks, output, values, acts if keep_activations else [], scores)
+            del roots
+    holder.clear()
+    del acts
+    for call, score in enumerate(scores):
+        if score is None:  # no gradient reached this call: it cannot change the target
+            shape, device = shapes[call]
+            scores[call] = torch.zeros(shape, dtype=dtype, device=device)
+    return _scores_from(hooks, output, values, kept, scores)
+
+
+def _score_writer(holder: List, scores: List, call: int, dtype: torch.dtype) -> Callable:
+    def write(grad: Tensor) -> None:
+        scores[call] = _fast.plain_score(holder[call], grad, dtype)
+        holder[call] = None  # the method's last use of this layer output
+
+    return write
+
+
+def _in_place_writer(holder: List, scores: List, call: int, dtype: torch.dtype) -> Callable:
+    def write(grad_inputs, grad_outputs) -> None:
+        grad = grad_outputs[0]
+        if grad is not None:
+            scores[call] = _fast.ScoreInPlace.write(holder, call, dtype, grad)
+        holder[call] = None
+
+    return write
 
 
 def random_scores(

@@ -1,20 +1,52 @@
-r"""The one object that owns every forward hook captum-prune puts on a model.
+r"""The one object that owns every hook captum-prune puts on a model.
 
 :class:`NeuronHooks` registers a forward hook on each neuron layer when it is entered and removes
 all of them when it is left, on every path (zennit's discipline). What a hook does to a layer's
 output is decided per pass by a *transform*: record it, scale it or multiply it by a mask. Calls
 are counted in forward order, so a module used twice in one forward (torchvision ResNet blocks
 reuse ``block.relu``) is two separate neuron groups.
+
+Our hooks are registered first (``prepend=True``): the neuron is the module's own output, and
+hooks the user put on the module see what the rest of the network sees (the unmasked output
+while scoring, the masked one in the pruned pass). Global module hooks
+(``register_module_forward_hook``) still run before ours, as PyTorch runs them first.
+
+The object also
+
+- finds every module the call reaches (a global forward pre-hook, filtered by thread), saves
+  the buffers of those in train mode before their first run and puts them back on exit;
+- refuses what it cannot do exactly, with an error that names the cause: a second call on the
+  same layers from inside a running one (re-entrancy), a neuron layer run by another thread
+  while ours runs a pass (a model branch in a worker thread), and a neuron layer run during the
+  backward pass (activation checkpointing recomputes the forward there, where the masks cannot
+  follow it).
 """
 import contextlib
 import threading
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
 
 #: ``transform(call_index, output) -> new output`` (``None`` keeps the output as it is).
 Transform = Callable[[int, Tensor], Optional[Tensor]]
+
+_REGISTRY_LOCK = threading.Lock()
+#: Thread id -> the NeuronHooks entered (and not yet left) by that thread, innermost last.
+_ACTIVE: Dict[int, List["NeuronHooks"]] = {}
+
+_STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.RReLU)
+
+
+def _in_backward() -> bool:
+    """Whether this thread is running an autograd backward pass right now."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def running_threads() -> Set[int]:
+    r"""Ids of the threads that are inside a captum-prune call right now."""
+    with _REGISTRY_LOCK:
+        return set(_ACTIVE)
 
 
 class NeuronHooks:
@@ -28,31 +60,80 @@ class NeuronHooks:
         layers (Sequence[nn.Module]): The modules whose outputs are neurons.
         names (Sequence[str]): A readable name for each layer, used in errors and in the
                     call names (``"layer1.0.relu#1"``).
+        batch_dims (Sequence[int], optional): The batch dimension of each layer's output.
+                    Default: 0 for every layer.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        names: Sequence[str],
+        batch_dims: Optional[Sequence[int]] = None,
+    ) -> None:
         self.layers = list(layers)
         self.names = list(names)
+        self.batch_dims = list(batch_dims) if batch_dims is not None else [0] * len(self.layers)
         self.transform: Optional[Transform] = None
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
+        #: Handle id of our forward hook on each layer (to check that it runs first).
+        self.hook_ids: List[int] = []
         self._thread: Optional[int] = None
+        self._layer_ids = {id(layer) for layer in self.layers}
         #: Layer index of every call seen in the current pass, in forward order.
         self.calls: List[int] = []
+        #: Every module the call reached, in first-call order.
+        self.reached: List[nn.Module] = []
+        self._reached_ids: Set[int] = set()
+        #: (module, buffer name, the buffer, its saved value) of train-mode modules reached.
+        self._saved_buffers: List[Tuple[nn.Module, str, Tensor, Tensor]] = []
+        #: Whether a module reached by the call has forward hooks other than ours.
+        self.foreign_hooks = False
+        #: The first cause found that makes the result inexact (raised in our thread).
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ entering and leaving
 
     def __enter__(self) -> "NeuronHooks":
         self._thread = threading.get_ident()
+        with _REGISTRY_LOCK:
+            mine = _ACTIVE.get(self._thread, [])
+            for other in mine:
+                if other._layer_ids & self._layer_ids:
+                    raise RuntimeError(
+                        "PrunedGradient was called on a model while another PrunedGradient "
+                        "call on the same layers is running in this thread (for example from "
+                        "a forward hook of the model, or from forward_func itself); such "
+                        "nested calls would prune each other's passes. Call it after the "
+                        "outer call has returned."
+                    )
+            _ACTIVE.setdefault(self._thread, []).append(self)
         try:
+            self._handles.append(
+                nn.modules.module.register_module_forward_pre_hook(self._reach)
+            )
             for index, layer in enumerate(self.layers):
-                self._handles.append(
-                    layer.register_forward_hook(self._hook_for(index))
-                )
+                handle = layer.register_forward_hook(self._hook_for(index), prepend=True)
+                self._handles.append(handle)
+                self.hook_ids.append(handle.id)
         except BaseException:
-            self.remove()
+            self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.remove()
+        try:
+            self.remove()
+        finally:
+            try:
+                self.restore_buffers()
+            finally:
+                with _REGISTRY_LOCK:
+                    mine = _ACTIVE.get(self._thread, [])
+                    if self in mine:
+                        mine.remove(self)
+                    if not mine:
+                        _ACTIVE.pop(self._thread, None)
 
     def remove(self) -> None:
         r"""Removes every hook this object registered (safe to call twice)."""
@@ -60,11 +141,26 @@ class NeuronHooks:
             handle.remove()
         self._handles.clear()
 
+    def restore_buffers(self) -> None:
+        r"""Puts back every buffer of the train-mode modules the call reached, as it was
+        before their first run (the same tensor object, with its old values)."""
+        with torch.no_grad():
+            for module, name, buffer, value in reversed(self._saved_buffers):
+                module._buffers[name] = buffer
+                if buffer.shape != value.shape:
+                    buffer.data = value
+                else:
+                    buffer.copy_(value)
+        self._saved_buffers.clear()
+
+    # ------------------------------------------------------------------ passes
+
     @contextlib.contextmanager
     def forward_pass(self, transform: Optional[Transform]) -> Iterator[None]:
         r"""Applies ``transform`` to every layer call of the forward run inside the block.
 
         The call record (:attr:`calls`) starts empty and stays readable after the block.
+        Raises, after the forward, the first cause of an inexact result seen during it.
         """
         self.transform = transform
         self.calls = []
@@ -72,6 +168,12 @@ class NeuronHooks:
             yield
         finally:
             self.transform = None
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        r"""Raises the first cause of an inexact result recorded so far (if any)."""
+        if self.error is not None:
+            raise self.error
 
     def call_names(self) -> List[str]:
         r"""``"<module name>#<call>"`` for each call of the last pass."""
@@ -82,10 +184,67 @@ class NeuronHooks:
             seen[index] += 1
         return names
 
+    def stateful_training_modules(self) -> List[nn.Module]:
+        r"""The reached modules in train mode that have buffers or behave randomly."""
+        return [
+            module
+            for module in self.reached
+            if module.training
+            and (
+                isinstance(module, _STOCHASTIC_IN_TRAINING)
+                or next(module.buffers(recurse=False), None) is not None
+            )
+        ]
+
+    # ------------------------------------------------------------------ the hooks
+
+    def _record_error(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+
+    def _reach(self, module: nn.Module, args) -> None:
+        if threading.get_ident() != self._thread or id(module) in self._reached_ids:
+            return
+        self._reached_ids.add(id(module))
+        self.reached.append(module)
+        if module._forward_hooks and (
+            id(module) not in self._layer_ids or len(module._forward_hooks) > 1
+        ):
+            self.foreign_hooks = True
+        if module.training:
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    self._saved_buffers.append((module, name, buffer, buffer.detach().clone()))
+
+    def _foreign_thread_call(self, index: int) -> None:
+        if threading.get_ident() in running_threads():
+            return  # another captum-prune call on this model: its own business
+        self._record_error(
+            RuntimeError(
+                f"layers: module '{self.names[index]}' ran in another thread while "
+                "PrunedGradient was running a pass on this thread, so its calls could not be "
+                "scored or pruned (a model branch run in a worker thread, or the model used "
+                "by another thread at the same time). Run the model's branches in the calling "
+                "thread, or do not use the model elsewhere during attribute()."
+            )
+        )
+
     def _hook_for(self, index: int) -> Callable:
         def hook(module: nn.Module, args, output):
             if threading.get_ident() != self._thread:
-                return None  # another thread's forward: not ours to touch
+                self._foreign_thread_call(index)
+                return None
+            if _in_backward():
+                error = RuntimeError(
+                    f"layers: module '{self.names[index]}' ran during the backward pass. This "
+                    "happens with activation checkpointing (torch.utils.checkpoint), which "
+                    "recomputes the forward there, unpruned; PrunedGradient cannot follow it. "
+                    "Run attribute() with checkpointing switched off, or choose layers=[...] "
+                    "outside the checkpointed blocks."
+                )
+                self._record_error(error)
+                raise error
             if not isinstance(output, Tensor):
                 raise TypeError(
                     f"layers: module '{self.names[index]}' returned "

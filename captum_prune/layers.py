@@ -1,5 +1,5 @@
 r"""Which modules of a model are the "neurons" that get pruned."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -88,7 +88,17 @@ def resolve_layers(
             )
         return [m for _, m in found], [n for n, _ in found]
 
-    chosen = [layers] if isinstance(layers, nn.Module) else list(layers)
+    if isinstance(layers, nn.Module):
+        chosen = [layers]
+    elif isinstance(layers, (list, tuple)) or (
+        hasattr(layers, "__iter__") and not isinstance(layers, (str, bytes, dict))
+    ):
+        chosen = list(layers)
+    else:
+        raise TypeError(
+            f"layers: expected an nn.Module, a sequence of nn.Module or None, got "
+            f"{type(layers).__name__}"
+        )
     if not chosen:
         raise ValueError("layers: got an empty list; pass at least one nn.Module or None")
     for layer in chosen:
@@ -110,3 +120,70 @@ def resolve_layers(
             )
         names.append(names_by_id.get(id(layer)) or f"{type(layer).__name__}[{position}]")
     return chosen, names
+
+
+BatchDimsArg = Optional[Union[int, Sequence[int], Mapping[nn.Module, int]]]
+
+
+def resolve_batch_dims(
+    forward_func, layers: List[nn.Module], names: List[str], batch_dims: BatchDimsArg
+) -> List[int]:
+    r"""Validates the ``batch_dims`` argument of :class:`~captum_prune.PrunedGradient`.
+
+    Returns the batch dimension of each layer's output. Where it is not given and a layer is
+    (or lies inside) a module with ``batch_first=False`` (``nn.TransformerEncoderLayer``,
+    ``nn.MultiheadAttention``, RNNs), its outputs are sequence-first, so the batch dimension
+    is ambiguous: a ``ValueError`` asks for it instead of pooling examples together.
+    """
+    if batch_dims is None:
+        dims: List[Optional[int]] = [None] * len(layers)
+    elif isinstance(batch_dims, bool) or isinstance(batch_dims, int):
+        dims = [batch_dims] * len(layers)
+    elif isinstance(batch_dims, Mapping):
+        ids = {id(layer) for layer in layers}
+        for key in batch_dims:
+            if id(key) not in ids:
+                raise ValueError(
+                    f"batch_dims: {type(key).__name__} is not one of the neuron layers; the "
+                    "keys must be modules of layers"
+                )
+        by_id = {id(key): value for key, value in batch_dims.items()}
+        dims = [by_id.get(id(layer), 0) for layer in layers]  # unlisted: batch-first
+    elif isinstance(batch_dims, (list, tuple)):
+        if len(batch_dims) != len(layers):
+            raise ValueError(
+                f"batch_dims: got {len(batch_dims)} entries for {len(layers)} layers; give "
+                "one per layer, one int for all, or a dict {module: dim}"
+            )
+        dims = list(batch_dims)
+    else:
+        raise TypeError(
+            f"batch_dims: expected None, an int, a sequence of ints or a dict "
+            f"{{module: int}}, got {type(batch_dims).__name__}"
+        )
+    for dim in dims:
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
+            raise ValueError(f"batch_dims: each entry must be an int >= 0, got {dim!r}")
+    sequence_first = _sequence_first_layers(forward_func, layers)
+    for position, (layer, dim) in enumerate(zip(layers, dims)):
+        if dim is None and id(layer) in sequence_first:
+            raise ValueError(
+                f"batch_dims: layer '{names[position]}' is (inside) a module with "
+                "batch_first=False, so its outputs are sequence-first and the batch dimension "
+                "is ambiguous; pass batch_dims=1 (or a dict {module: dim}) to PrunedGradient"
+            )
+    return [0 if dim is None else dim for dim in dims]
+
+
+def _sequence_first_layers(forward_func, layers: List[nn.Module]) -> set:
+    """Ids of the layers that are, or lie inside, a module with ``batch_first=False``, or
+    inside the parent of one (``nn.TransformerEncoderLayer`` keeps the flag on its
+    ``self_attn``, and its feed-forward activation is a sibling of it)."""
+    found = {id(layer) for layer in layers if getattr(layer, "batch_first", None) is False}
+    if isinstance(forward_func, nn.Module):
+        by_name = dict(forward_func.named_modules())
+        for name, module in by_name.items():
+            if getattr(module, "batch_first", None) is False:
+                parent = by_name.get(name.rpartition(".")[0], module) if name else module
+                found.update(id(sub) for sub in parent.modules())
+    return found & {id(layer) for layer in layers}

@@ -1,7 +1,6 @@
 r"""PrunedGradient: the pathway gradient of Khakzar et al. as a Captum attribution method."""
 import contextlib
-import warnings
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from captum._utils.common import (
@@ -13,13 +12,13 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_prune import _cpu, _safety
+from captum_prune import _fast, _safety
 from captum_prune._forward import forward_with_target
-from captum_prune.criteria import CRITERIA, SCORERS, NeuronScores, check_same_calls
+from captum_prune.criteria import CRITERIA, SCORERS, check_same_calls
 from captum_prune.hooks import NeuronHooks
-from captum_prune.layers import LayersArg, resolve_layers
+from captum_prune.layers import BatchDimsArg, LayersArg, resolve_batch_dims, resolve_layers
 from captum_prune.pathway import Pathway
 from captum_prune.selection import SELECTIONS, THRESHOLDS, select
 
@@ -64,7 +63,17 @@ class PrunedGradient(GradientAttribution):
                     the neurons. Default: every activation module of ``forward_func`` (see
                     :data:`captum_prune.ACTIVATION_TYPES`), which for ReLU networks is the
                     paper's choice. Required when ``forward_func`` is not an ``nn.Module``.
-                    Each module must return one tensor whose first dimension is the batch.
+                    Each module must return one tensor with the batch in dimension
+                    ``batch_dims`` (the first, unless said otherwise).
+        batch_dims (int, Sequence[int] or dict, optional): Where the batch dimension of each
+                    layer's output is: one int for all layers, one per layer, or a dict
+                    ``{module: dim}`` (unlisted layers: 0). Needed for sequence-first layers
+                    such as those inside ``nn.TransformerEncoderLayer(batch_first=False)``,
+                    whose outputs are ``(S, N, E)``: pass ``batch_dims=1``. A layer that is or
+                    lies inside a module with ``batch_first=False`` must be given one, since
+                    ``S == N`` would otherwise pool examples silently. Scores, masks and
+                    activations in :class:`~captum_prune.Pathway` are always batch-first.
+                    Default: 0 for every layer.
 
     Examples::
 
@@ -78,10 +87,15 @@ class PrunedGradient(GradientAttribution):
         torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, forward_func: Callable, layers: LayersArg = None) -> None:
+    def __init__(
+        self, forward_func: Callable, layers: LayersArg = None, batch_dims: BatchDimsArg = None
+    ) -> None:
         _safety.check_forward_func(forward_func)
         GradientAttribution.__init__(self, forward_func)
         self.layers, self.layer_names = resolve_layers(forward_func, layers)
+        self.batch_dims = resolve_batch_dims(
+            forward_func, self.layers, self.layer_names, batch_dims
+        )
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -239,12 +253,18 @@ class PrunedGradient(GradientAttribution):
     ) -> Tuple[Tuple[Tensor, ...], Optional[Pathway]]:
         _safety.check_grad_mode()
         self._check_options(options)
+        if options["criterion"] == "integrated_gradients" and any(self.batch_dims):
+            raise ValueError(
+                "criterion: 'integrated_gradients' needs batch-first layers (batch_dims 0); "
+                "use 'taylor' or 'random' with sequence-first layers"
+            )
         inputs = _safety.prepare_inputs(inputs)
         additional_forward_args = _format_additional_forward_args(additional_forward_args)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_safety.model_state_guard(self.forward_func))
             stack.enter_context(torch.enable_grad())
-            hooks = stack.enter_context(NeuronHooks(self.layers, self.layer_names))
+            hooks = stack.enter_context(
+                NeuronHooks(self.layers, self.layer_names, self.batch_dims)
+            )
             with _phase("score"):
                 scored = SCORERS[options["criterion"]](
                     self.forward_func,
@@ -257,6 +277,11 @@ class PrunedGradient(GradientAttribution):
                     internal_batch_size=options["internal_batch_size"],
                     keep_activations=want_pathway,
                 )
+            _safety.warn_if_training(hooks)
+            call_dims = [hooks.batch_dims[index] for index in scored.calls]
+            if any(call_dims):
+                scored.scores = _batch_first(scored.scores, call_dims)
+                scored.activations = _batch_first(scored.activations, call_dims)
             with _phase("select"):
                 masks = select(
                     scored.scores,
@@ -270,8 +295,11 @@ class PrunedGradient(GradientAttribution):
             if not want_pathway:
                 scored.activations.clear()
             with _phase("pruned_pass"):
+                layer_masks = masks
+                if any(call_dims):
+                    layer_masks = [m.movedim(0, d) for m, d in zip(masks, call_dims)]
                 output, values, gradients = _masked_gradients(
-                    self.forward_func, hooks, scored.calls, masks, inputs, target,
+                    self.forward_func, hooks, scored.calls, layer_masks, inputs, target,
                     additional_forward_args,
                 )
         _warn_if_empty(gradients)
@@ -293,6 +321,13 @@ class PrunedGradient(GradientAttribution):
 _OPTION_NAMES = (
     "sparsity", "criterion", "selection", "threshold", "n_steps", "method", "internal_batch_size"
 )
+
+
+def _batch_first(tensors: List[Tensor], dims: List[int]) -> List[Tensor]:
+    """Each call's tensor with its batch dimension moved to the front."""
+    if not tensors:
+        return tensors
+    return [t.movedim(d, 0).contiguous() if d else t for t, d in zip(tensors, dims)]
 
 
 def _phase(name: str) -> torch.profiler.record_function:
@@ -323,12 +358,11 @@ def _masked_gradients(
                 "gradient pass; PrunedGradient needs a forward whose layer calls do not depend "
                 "on the values flowing through it."
             )
-        if type(hooks.layers[hooks.calls[call]]) is nn.ReLU:
-            # Mask a ReLU's output in place, saving a copy of every activation: its backward
-            # reads only the sign of the output it saved, and (mask * relu(x) > 0) is exactly
-            # mask * relu'(x), the derivative of the masked layer. Any other reader of this
-            # tensor comes after this hook and sees the masked values.
-            _cpu.mask_(output.data, masks[call])
+        index = hooks.calls[call]
+        if _fast.can_mask_in_place(
+            hooks.layers[index], output, hooks.hook_ids[index], hooks.foreign_hooks
+        ):
+            _fast.mask_in_place(output, masks[call])
             return None
         return output * masks[call]
 
@@ -351,10 +385,8 @@ def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:
     nonzero = sum(g.reshape(g.shape[0], -1).ne(0).any(dim=1).long() for g in gradients)
     empty = (nonzero == 0).nonzero().flatten().tolist()
     if empty:
-        warnings.warn(
+        _safety.warn(
             f"PrunedGradient: the pruned network no longer depends on the input for "
             f"example(s) {empty[:10]}{'...' if len(empty) > 10 else ''}, so their attribution "
-            "is all zeros; lower the sparsity.",
-            UserWarning,
-            stacklevel=3,
+            "is all zeros; lower the sparsity."
         )
