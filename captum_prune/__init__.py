@@ -6,12 +6,23 @@ The public API at a glance:
 - :class:`Pathway` - the critical pathway of an input, from :meth:`PrunedGradient.pathway`.
 - :func:`pathway_jaccard` - overlap of two pathways.
 - :func:`find_activation_layers` and :data:`ACTIVATION_TYPES` - the default neuron layers.
+
+The names are imported on first use (:pep:`562`), so ``import captum_prune`` alone, and with
+it ``captum-prune --help`` and ``--version``, does not import torch.
 """
-from captum_prune.layers import ACTIVATION_TYPES, find_activation_layers
-from captum_prune.pathway import Pathway, pathway_jaccard
-from captum_prune.pruned_gradient import PrunedGradient
+import importlib
+from typing import TYPE_CHECKING, Any, List
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "PrunedGradient": "captum_prune.pruned_gradient",
+    "Pathway": "captum_prune.pathway",
+    "pathway_jaccard": "captum_prune.pathway",
+    "find_activation_layers": "captum_prune.layers",
+    "ACTIVATION_TYPES": "captum_prune.layers",
+}
 
 __all__ = [
     "PrunedGradient",
@@ -21,3 +32,21 @@ __all__ = [
     "ACTIVATION_TYPES",
     "__version__",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from captum_prune.layers import ACTIVATION_TYPES, find_activation_layers
+    from captum_prune.pathway import Pathway, pathway_jaccard
+    from captum_prune.pruned_gradient import PrunedGradient
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'captum_prune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
