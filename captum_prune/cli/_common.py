@@ -104,9 +104,12 @@ def check_output_file(path: Path, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise CommandError(f"{option} {path}: is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise CommandError(f"{option} {path}: the file exists and cannot be overwritten")
-    check_output_folder(path.parent if str(path.parent) else Path("."), option=option)
+    folder = _existing_ancestor(path.parent)
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path}: cannot write it, {folder} is a file, not a folder")
+    reason = _probe_writable(folder)
+    if reason:
+        raise CommandError(f"{option} {path}: cannot write into {folder} ({reason})")
 
 
 def parse_choices(text: Optional[str], allowed: Sequence[str], option: str) -> List[str]:

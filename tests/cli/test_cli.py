@@ -75,10 +75,15 @@ def test_benchmark_quick_writes_every_section_and_method(benchmark_run):
         # Stage 0 compares the maps with themselves.
         assert sanity["spearman_abs"]["mean"][0] == pytest.approx(1.0)
         assert sanity["passed"] == (sanity["final_spearman_abs"] < 0.5)
-        stages = sanity["spearman_abs"]["mean"][1:]
+        # Constant maps count as 0: the means are over every map, and say how many.
+        stages = sanity["spearman_abs_constant_as_zero"][1:]
         assert sanity["mean_spearman_abs_randomised"] == pytest.approx(sum(stages) / len(stages))
+        assert sanity["n_constant"] == [0] + sanity["spearman_abs"]["n_undefined"][1:]
         local = doc["localisation"]["methods"][name]
         assert 0.0 <= local["mass_in_box"]["mean"] <= 1.0
+    # The quick preset's ROAR is a smoke run, and the results say so.
+    assert "quick preset" in doc["roar"]["not_meaningful"] and doc["roar"]["chance"] == 0.1
+    assert "not a result" in (out / "results.md").read_text()
     # The unmodified data is trained once per seed and shared by every method.
     first = {tuple(doc["roar"]["methods"][n]["per_seed"][0]) for n in DEFAULT_METHODS}
     assert len(first) == 1
