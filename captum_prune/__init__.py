@@ -7,14 +7,27 @@ The public API at a glance:
 - :func:`pathway_jaccard` - overlap of two pathways.
 - :func:`find_activation_layers` and :data:`ACTIVATION_TYPES` - the default neuron layers.
 - :func:`attribute_dataset` and :class:`MapStore` - the maps of a whole dataset, on disk.
+
+The names are imported on first use (:pep:`562`), so ``import captum_prune`` alone, and with
+it ``captum-prune --help`` and ``--version``, does not import torch.
 """
-from captum_prune.layers import ACTIVATION_TYPES, find_activation_layers
-from captum_prune.maps import MapStore, attribute_dataset
-from captum_prune.pathway import Pathway, pathway_jaccard
-from captum_prune.pruned_gradient import PrunedGradient
+import importlib
+from typing import TYPE_CHECKING, Any, List
 
 __version__ = "0.1.0"
 
+#: public name -> module that defines it
+_EXPORTS = {
+    "PrunedGradient": "captum_prune.pruned_gradient",
+    "Pathway": "captum_prune.pathway",
+    "pathway_jaccard": "captum_prune.pathway",
+    "find_activation_layers": "captum_prune.layers",
+    "ACTIVATION_TYPES": "captum_prune.layers",
+    "attribute_dataset": "captum_prune.maps",
+    "MapStore": "captum_prune.maps",
+}
+
+# Spelled out (not built from _EXPORTS) so that linters and IDEs can read it.
 __all__ = [
     "PrunedGradient",
     "Pathway",
@@ -25,3 +38,22 @@ __all__ = [
     "MapStore",
     "__version__",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from captum_prune.layers import ACTIVATION_TYPES, find_activation_layers
+    from captum_prune.maps import MapStore, attribute_dataset
+    from captum_prune.pathway import Pathway, pathway_jaccard
+    from captum_prune.pruned_gradient import PrunedGradient
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'captum_prune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

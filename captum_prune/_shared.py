@@ -7,7 +7,8 @@ these; the method itself does not.
 
 - :func:`is_int`, :func:`is_number` and :func:`check_int`: "an int, but not a bool" checks.
 - :func:`predict`: a model's arg-max class, in batches, without gradients.
-- :func:`atomic_write`: a file written through a temporary file and :func:`os.replace`.
+- :func:`atomic_write`: a file written through a temporary file and :func:`os.replace`, with
+  the permissions the umask gives a new file.
 """
 import os
 import tempfile
@@ -77,10 +78,19 @@ def predict(
         ])
 
 
+def _umask() -> int:
+    # Reading the umask means setting it; it is set straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, data: Union[str, bytes]) -> Path:
     r"""
     Writes ``data`` to ``path`` through a temporary file in the same folder and
-    :func:`os.replace`, so readers never see a half-written file.
+    :func:`os.replace`, so readers never see a half-written file. The file gets the mode
+    ``open()`` would give a new file (``0o666`` less the umask), not the ``0o600`` of
+    :func:`tempfile.mkstemp`.
 
     Args:
         path (str or PathLike): Destination; its folder must exist.
@@ -95,6 +105,7 @@ def atomic_write(path: PathLike, data: Union[str, bytes]) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(blob)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

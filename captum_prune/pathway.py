@@ -65,6 +65,24 @@ class Pathway:
         r"""``(N,)``: Jaccard overlap ``|A∩B| / |A∪B|`` of two pathways of the same inputs."""
         return pathway_jaccard(self.masks, other.masks)
 
+    def __repr__(self) -> str:
+        # The default dataclass repr prints every mask, score and activation tensor (hundreds
+        # of thousands of characters for one image); this is what a reader wants first.
+        n = self.masks[0].shape[0] if self.masks else 0
+        kept = self.kept_fraction.tolist() if self.masks else []
+
+        def values(items: List[float]) -> str:
+            shown = ", ".join(f"{v:.4g}" for v in items[:4])
+            return f"[{shown}{', ...' if len(items) > 4 else ''}]"
+
+        return (
+            f"Pathway({n} input{'s' if n != 1 else ''}, {len(self.layer_names)} layer calls, "
+            f"{self.num_neurons if self.masks else 0} neurons per input, "
+            f"kept_fraction={values(kept)}, "
+            f"original_target={values(self.original_target.detach().flatten().tolist())}, "
+            f"pruned_target={values(self.pruned_target.detach().flatten().tolist())})"
+        )
+
     def summary(self) -> Dict[str, List[float]]:
         r"""A JSON-friendly summary: kept and dead fractions, target before and after."""
         return {

@@ -1,6 +1,10 @@
 r"""Sphinx configuration of the captum-prune documentation.
 
-Only Sphinx and its bundled extensions are used. Build with warnings as errors::
+Besides Sphinx and its bundled extensions, the ``docs`` extra installs two packages so the
+pages work offline, opened from disk: the ``furo`` theme (its CSS and scripts are bundled; code
+blocks scroll instead of being clipped on narrow screens) and ``sphinx-mathjax-offline``, which
+copies MathJax into the build, so formulas render without a CDN. Build with warnings as
+errors::
 
     sphinx-build -W --keep-going -b html docs docs/_build/html
     sphinx-build -W --keep-going -b doctest docs docs/_build/doctest
@@ -29,13 +33,15 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
+    # MathJax copied into _build/html/_static/mathjax: no CDN (the module's name has dashes).
+    "sphinx-mathjax-offline",
 ]
 
 exclude_patterns = ["_build"]
 templates_path = []
-html_theme = "alabaster"
+html_theme = "furo"
+html_title = f"captum-prune {release}"
 html_static_path = ["_static"]
-html_theme_options = {"description": "Pathway gradients for Captum", "fixed_sidebar": True}
 
 # Docstrings are Captum style (Google): napoleon parses Args / Returns / Examples.
 napoleon_google_docstring = True

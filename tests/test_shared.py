@@ -1,5 +1,6 @@
 """Tests of captum_prune._shared: the helpers every tool uses."""
 import os
+import stat
 
 import pytest
 import torch
@@ -57,3 +58,15 @@ def test_predict_is_the_batched_argmax_without_gradients():
     assert not predicted.requires_grad
     with pytest.raises(ValueError, match="batch_size"):
         predict(model, x, batch_size=0)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_respects_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "out.txt", "text")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert path.read_text() == "text"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary file left

@@ -1,6 +1,7 @@
 r"""Helpers shared by the commands: option checks, threads, devices and Captum's warnings."""
 import contextlib
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
@@ -60,18 +61,55 @@ def check_sparsity(value: float) -> float:
     return value
 
 
-def check_output_folder(out: Path, writable_parent: bool = False) -> None:
-    r"""Validates ``--out``: not an existing file; with ``writable_parent``, its parent folder
-    exists and can be written (where a staging folder goes)."""
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {out} exists and is not a folder")
-    if not writable_parent:
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(folder: Path) -> Optional[str]:
+    r"""None if a file can be created in ``folder``, else the reason."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".captum-prune-probe-"):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def check_output_folder(out: Path, option: str = "--out", writable_parent: bool = False) -> None:
+    r"""Validates an output folder before any work: it is a folder or can be created, and
+    files can be written into it (or, where it does not exist yet, into the folder it would be
+    created in). ``writable_parent`` is accepted for compatibility; the check is the same."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise CommandError(f"{option} {out}: a file of that name exists; give a folder")
+        reason = _probe_writable(out)
+        if reason:
+            raise CommandError(f"{option} {out}: cannot write into this folder ({reason})")
         return
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise CommandError(f"--out {out}: the parent folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise CommandError(f"--out {out}: cannot write into {parent}")
+    ancestor = _existing_ancestor(out)
+    if not ancestor.is_dir():
+        raise CommandError(f"{option} {out}: cannot create it, {ancestor} is a file, not a folder")
+    reason = _probe_writable(ancestor)
+    if reason:
+        raise CommandError(f"{option} {out}: cannot create it in {ancestor} ({reason})")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    r"""Validates an output file before any work: not a folder, and its folder exists and can
+    be written, or can be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise CommandError(f"{option} {path}: is a folder; give a file name")
+    folder = _existing_ancestor(path.parent)
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path}: cannot write it, {folder} is a file, not a folder")
+    reason = _probe_writable(folder)
+    if reason:
+        raise CommandError(f"{option} {path}: cannot write into {folder} ({reason})")
 
 
 def parse_choices(text: Optional[str], allowed: Sequence[str], option: str) -> List[str]:

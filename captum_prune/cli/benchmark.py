@@ -65,6 +65,9 @@ from captum_prune.evaluation.roar import DEFAULT_ROAR_FRACTIONS as ROAR_FRACTION
 
 # ROAR last: it takes most of the time.
 BENCHMARKS = ("sanity", "perturbation", "localisation", "pathway", "roar")
+#: Every file a run may write into --out; those a run does not write are removed from it.
+OUTPUT_FILES = ("results.json", "results.md", "report.html", "maps.png", "lerf.png", "morf.png",
+                "roar.png", "sanity_spearman_abs.png", "sanity_ssim.png", "localisation.png")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class Preset:
     #: Epochs and train subset of the embedded model (None: the cached default model).
     model_epochs: Optional[int]
     model_train: Optional[int]
+    #: "full" or "quick" (a smoke run: its ROAR numbers are marked as not a result).
+    name: str = "full"
 
 
 PRESETS = {
@@ -102,7 +107,7 @@ PRESETS = {
     # small to learn the task, so its ROAR numbers are not meaningful.
     "quick": Preset(n_eval=24, n_sanity=6, n_pathway=8, roar_train=160, roar_test=80,
                     roar_seeds=(0, 1), roar_epochs=3, roar_lr=1e-2, roar_batch_size=32,
-                    roar_widths=(8, 16, 24), model_epochs=None, model_train=400),
+                    roar_widths=(8, 16, 24), model_epochs=None, model_train=400, name="quick"),
 }
 
 
@@ -264,8 +269,12 @@ def _folder_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> S
     def display(images: Tensor) -> np.ndarray:
         return splits.denormalize(images).permute(0, 2, 3, 1).numpy()
 
+    from captum_prune.zoo.training import evaluate_accuracy
+
     info = {"model": args.model or "DigitsResNet", "weights": str(args.weights),
-            "data": f"ImageFolder {splits.root} ({num_classes} classes, {args.image_size} px)"}
+            "data": f"ImageFolder {splits.root} ({num_classes} classes, {args.image_size} px)",
+            "test_accuracy": evaluate_accuracy(model, test_images, test_labels),
+            "test_accuracy_images": len(test_images)}
     return Setup(model, fresh, train_images, train_labels, test_images, test_labels, None,
                  display, baseline=None, info=info)
 
@@ -394,6 +403,7 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
         return model
 
     methods, seconds = {}, {}
+    classes = torch.unique(torch.cat([y_train, y_test])).numel()
     for name, factory in factories.items():
         maps, timing = compute_maps({name: factory}, setup.model,
                                     torch.cat([x_train, x_test]).to(device),
@@ -413,6 +423,8 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
         epochs=preset.roar_epochs, n_train=len(x_train), n_test=len(x_test), methods=methods,
         lr=preset.roar_lr, batch_size=preset.roar_batch_size,
         retrained_model=describe_model(setup.fresh_model(0)), map_seconds_per_image=seconds,
+        chance=1.0 / classes,
+        not_meaningful=RoarResults.judge(methods, 1.0 / classes, smoke_run=preset.name == "quick"),
     )
 
 
@@ -566,6 +578,7 @@ def _write_outputs(out: Path, results: BenchmarkResults, maps: Dict[str, Tensor]
     from captum_prune.cli import report
 
     parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)  # checked before any work
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     try:
         n = min(6, len(images))
@@ -582,6 +595,11 @@ def _write_outputs(out: Path, results: BenchmarkResults, maps: Dict[str, Tensor]
         out.mkdir(parents=True, exist_ok=True)
         # An older results.json would vouch for the mix of old and new files while moving.
         (out / "results.json").unlink(missing_ok=True)
+        # Plots of an earlier run's sections that this run did not write would be stale.
+        written = {item.name for item in staging.iterdir()}
+        for name in OUTPUT_FILES:
+            if name not in written:
+                (out / name).unlink(missing_ok=True)
         for item in sorted(staging.iterdir(), key=lambda p: p.name == "results.json"):
             # results.json moves last, so an interrupted move never looks complete.
             os.replace(item, out / item.name)

@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $CAPTUM_PRUNE_CACHE or ~/.cache/captum_prune)",
     )
     parser.add_argument("--retrain", action="store_true", help="retrain the digits model")
+    # The digits model is tiny: on a busy machine OpenMP threads waiting on each other made it
+    # many times slower. Its training always runs on one thread (the weights do not depend on
+    # this option); this sets the threads of the attributions the page asks for.
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch while serving (default: 1, best for the "
+                        "small digits model; 0 leaves torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,13 @@ def run(args: argparse.Namespace) -> int:
         insights._insights()
     except ImportError as error:
         raise CommandError(str(error)) from None
+    from captum_prune.cli._common import torch_threads
+
+    with torch_threads(args.threads):
+        return _serve(args, insights)
+
+
+def _serve(args: argparse.Namespace, insights) -> int:
     from captum_prune.zoo.data import make_digits_canvas
     from captum_prune.zoo.training import DigitsRecipe, load_default_model
 

@@ -168,12 +168,12 @@ def curves_figure(
             ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.06, linewidth=0)
     if xticklabels is not None:
         ax.set_xticks(range(len(xticklabels)))
-        ax.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize=7)
-    ax.set_title(title, fontsize=11)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+        ax.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize=9)
+    ax.set_title(title, fontsize=12)
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=10, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -198,7 +198,8 @@ def _escape_all(template: Template, **values: Any) -> str:
     return template.substitute({k: html.escape(str(v)) for k, v in values.items()})
 
 
-_TABLE = Template("<table><thead><tr>$head</tr></thead><tbody>$body</tbody></table>")
+_TABLE = Template('<div class="table-wrap"><table><thead><tr>$head</tr></thead>'
+                  "<tbody>$body</tbody></table></div>")
 _FIGURE = Template('<figure><img src="$src" alt="$name" data-file="$name">'
                    "<figcaption>$caption</figcaption></figure>")
 
@@ -291,11 +292,11 @@ def bars_figure(values: Mapping[str, Mapping[str, Tuple[float, float]]], title: 
                label=metric)
     ax.set_xticks(x)
     ax.set_xticklabels([m.replace("[", "\n[") for m in methods], rotation=35, ha="right",
-                       fontsize=7)
+                       fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     return fig
 
 
@@ -329,11 +330,14 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
         if perturbation:
             row += [format_number(perturbation.curves(m)[name].auc, 4) for m in ("lerf", "morf")]
         if roar:
-            row.append(roar.methods[name].auc)
+            row.append("not a result (see ROAR)" if roar.not_meaningful
+                       else roar.methods[name].auc)
         if sanity:
             s = sanity.methods[name]
             verdict = "pass" if s.passed else "FAIL"
-            row.append(f"{format_number(s.final_spearman_abs)} ({verdict})")
+            constant = _constant_note(s, -1)
+            row.append(f"{format_number(s.final_spearman_abs)} ({verdict}"
+                       + (f"; {constant}" if constant else "") + ")")
             row.append(format_number(s.mean_spearman_abs_randomised))
         if boxes:
             m = local.methods[name]
@@ -359,45 +363,57 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                            "every block randomised, the mean Spearman correlation of its |map| "
                            f"with the trained model's map is below {pass_below}; the mean over "
                            "all randomisation stages shows how early the maps react (lower is "
-                           "better)."})
+                           "better). A map that became constant has no ranks: it changed with "
+                           "the model, and is counted as a correlation of 0."
+                           + (f" ROAR is not a result in this run: {roar.not_meaningful}."
+                              if roar and roar.not_meaningful else "")})
 
     if perturbation:
         for mode, text in (("lerf", "least relevant first: lower is better"),
                            ("morf", "most relevant first: higher is better")):
             curves = perturbation.curves(mode)
-            rows = [[name] + [_pm(m, s) for m, s in zip(curves[name].mean, curves[name].std)]
-                    + [format_number(curves[name].auc, 4)] for name in names]
+            rows = [[name, format_number(curves[name].auc, 4)]
+                    + [_pm(m, s) for m, s in zip(curves[name].mean, curves[name].std)]
+                    for name in names]
             tables.append({
                 "title": f"Pixel perturbation, {mode.upper()}",
                 "text": f"Absolute fractional change of the target's softmax probability after "
                         f"removing pixels ({text}); mean ± std over "
                         f"{curves[names[0]].n_examples} test images.",
-                "headers": ["method"] + [_percent(f) for f in perturbation.fractions] + ["AUC"],
+                "headers": ["method", "AUC"] + [_percent(f) for f in perturbation.fractions],
                 "rows": rows, "figures": [f"{mode}.png"],
             })
     if roar:
-        rows = [[name] + [_pm(100 * m, None if s is None else 100 * s, 1) for m, s in
-                          zip(roar.methods[name].mean, roar.methods[name].std)]
-                + [roar.methods[name].auc] for name in names]
+        rows = [[name, roar.methods[name].auc] + [_pm(m, s) for m, s in
+                                                 zip(roar.methods[name].mean,
+                                                     roar.methods[name].std)]
+                for name in names]
+        warning = (f"NOT A RESULT: {roar.not_meaningful}, so the accuracy drops below say "
+                   "nothing about the methods. " if roar.not_meaningful else "")
         tables.append({
-            "title": "ROAR (remove and retrain)",
-            "text": f"Test accuracy (%) after removing the top pixels and retraining from "
-                    f"scratch; mean ± std over seeds {roar.seeds}, {roar.epochs} epochs on "
+            "title": "ROAR (remove and retrain)"
+                     + (": not a result in this run" if roar.not_meaningful else ""),
+            "text": warning
+                    + "Test accuracy (a fraction, as in the plot) after removing the top pixels "
+                    f"and retraining from scratch; mean ± std over seeds {roar.seeds}, "
+                    f"{roar.epochs} epochs on "
                     f"{roar.n_train} train images, {roar.n_test} test images"
                     + (f"; retrained model: {roar.retrained_model}"
                        if roar.retrained_model else "")
                     + ". Lower is better.",
-            "headers": ["method"] + [_percent(f) for f in roar.fractions] + ["AUC"],
+            "headers": ["method", "AUC"] + [_percent(f) for f in roar.fractions],
             "rows": rows, "figures": ["roar.png"],
         })
     if sanity:
-        rows = [[name] + [format_number(v, 2) for v in sanity.methods[name].spearman_abs["mean"]]
+        rows = [[name] + [_sanity_cell(sanity.methods[name], i)
+                          for i in range(len(sanity.stages))]
                 + ["pass" if sanity.methods[name].passed else "FAIL"] for name in names]
         tables.append({
             "title": "Sanity check (cascading randomisation)",
             "text": "Mean Spearman rank correlation of |map| with the trained model's map after "
                     "randomising the blocks cumulatively from the output; lower means the map "
-                    "depends on the model.",
+                    "depends on the model. \"k/n const.\": k of the n maps became constant "
+                    "(no ranks: the map changed with the model) and count as 0 in the mean.",
             "headers": ["method"] + sanity.stages + ["outcome"], "rows": rows,
             "figures": ["sanity_spearman_abs.png", "sanity_ssim.png"],
         })
@@ -432,6 +448,39 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
     return tables
 
 
+def _sanity_values(curves: Any) -> List[Any]:
+    counted = curves.record.get("spearman_abs_constant_as_zero")
+    return list(counted) if counted is not None else list(curves.spearman_abs["mean"])
+
+
+def _constant_note(curves: Any, stage: int) -> str:
+    constant = curves.n_constant[stage] if curves.n_constant else 0
+    return f"{constant}/{curves.n_examples} const." if constant else ""
+
+
+def _sanity_cell(curves: Any, stage: int) -> str:
+    value = format_number(_sanity_values(curves)[stage], 2)
+    note = _constant_note(curves, stage)
+    return f"{value} ({note})" if note else value
+
+
+def run_description(results: BenchmarkResults) -> str:
+    r"""One paragraph on what was run: preset, model and its test accuracy, data, and for a
+    smoke run, that its numbers are not results."""
+    config, model = results.config, results.model
+    accuracy = model.get("test_accuracy")
+    where = (f" on {model['test_accuracy_images']} test images"
+             if model.get("test_accuracy_images") else "")
+    text = (f"Preset {config.get('preset')}; model {model.get('model')} "
+            f"(test accuracy {format_number(accuracy)}{where}); data: {model.get('data')}; "
+            f"PrunedGradient sparsity {config.get('sparsity', float('nan')):g}.")
+    if config.get("preset") == "quick":
+        text += (" QUICK PRESET: a smoke run on few images, to check that everything runs; "
+                 "its numbers are not results (the full preset is what the documentation "
+                 "reports).")
+    return text
+
+
 def write_benchmark_figures(
     folder: Path, results: BenchmarkResults, maps: Mapping[str, Tensor], images: np.ndarray,
     boxes: Optional[Tensor],
@@ -455,8 +504,10 @@ def write_benchmark_figures(
     roar = results.roar
     if roar:
         curves = {n: (roar.fractions, roar.methods[n].mean, roar.methods[n].std) for n in names}
-        fig = curves_figure(curves, "ROAR (lower is better)", "share of pixels removed",
-                            "test accuracy after retraining")
+        title = ("ROAR: NOT A RESULT in this run (see the report)" if roar.not_meaningful
+                 else "ROAR (lower is better)")
+        fig = curves_figure(curves, title, "share of pixels removed",
+                            "test accuracy after retraining (fraction)")
         paths.append(save_figure(fig, folder / "roar.png"))
     sanity = results.sanity
     if sanity:
@@ -466,7 +517,9 @@ def write_benchmark_figures(
             curves = {}
             for n in names:
                 values = getattr(sanity.methods[n], metric)
-                curves[n] = (list(range(len(stages))), values["mean"], values["std"])
+                mean = (_sanity_values(sanity.methods[n]) if metric == "spearman_abs"
+                        else values["mean"])
+                curves[n] = (list(range(len(stages))), mean, values["std"])
             fig = curves_figure(curves, "Sanity check: cascading randomisation", "randomised up to",
                                 label, xticklabels=stages)
             paths.append(save_figure(fig, folder / f"sanity_{metric}.png"))
@@ -484,10 +537,12 @@ def write_benchmark_figures(
 
 def _config_text(results: BenchmarkResults) -> str:
     config, model = results.config, results.model
+    where = (f" (on {model['test_accuracy_images']} test images)"
+             if model.get("test_accuracy_images") else "")
     lines = [f"preset: {config['preset']}; sparsity {config['sparsity']:g}; "
              f"device {config['device']}; seed {config['seed']}",
              f"model: {model.get('model')}; data: {model.get('data')}",
-             f"test accuracy: {format_number(model.get('test_accuracy'))}"]
+             f"test accuracy: {format_number(model.get('test_accuracy'))}{where}"]
     if results.timings:
         lines.append("timings (s): " + ", ".join(
             f"{k.replace('_seconds', '')} {v:.0f}" for k, v in results.timings.items()))
@@ -498,7 +553,8 @@ def _config_text(results: BenchmarkResults) -> str:
 
 def write_benchmark_markdown(path: PathLike, results: BenchmarkResults) -> Path:
     r"""Writes the benchmark tables as Markdown (atomically)."""
-    parts = ["# captum-prune benchmark\n", "```", _config_text(results), "```\n"]
+    parts = ["# captum-prune benchmark\n", run_description(results) + "\n", "```",
+             _config_text(results), "```\n"]
     for table in benchmark_tables(results):
         parts.append(f"## {table['title']}\n")
         if table.get("text"):
@@ -525,10 +581,11 @@ def write_benchmark_html(path: PathLike, results: BenchmarkResults,
     sections.append({"title": "Configuration", "pre": _config_text(results)})
     return write_html_report(path, "captum-prune benchmark", sections,
                              intro="Attribution methods compared with the evaluation protocols "
-                                   "of the pathway-gradient paper (Khakzar et al., CVPR 2021).")
+                                   "of the pathway-gradient paper (Khakzar et al., CVPR 2021). "
+                                   + run_description(results))
 
 
 def summary_text(results: BenchmarkResults) -> str:
     r"""The summary table as Markdown, for the terminal."""
     table = benchmark_tables(results)[0]
-    return markdown_table(table["headers"], table["rows"])
+    return run_description(results) + "\n\n" + markdown_table(table["headers"], table["rows"])

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "RESULTS_FORMAT",
     "SANITY_PASS_BELOW",
+    "ROAR_LEARNED_OVER_CHANCE",
     "Stat",
     "PerturbationCurve",
     "PerturbationResults",
@@ -36,6 +37,9 @@ RESULTS_FORMAT = "captum-prune-benchmark/1"
 #: A method passes the sanity check when, with every block randomised, the mean Spearman
 #: correlation of its absolute map with the original map falls below this.
 SANITY_PASS_BELOW = 0.5
+#: ROAR's curves are a result only when the models retrained on unmodified images reach at
+#: least this multiple of the chance accuracy.
+ROAR_LEARNED_OVER_CHANCE = 2.0
 
 Values = List[Optional[float]]
 
@@ -134,6 +138,28 @@ class RoarResults:
     batch_size: Optional[int] = None
     retrained_model: Optional[str] = None
     map_seconds_per_image: Dict[str, float] = field(default_factory=dict)
+    #: Accuracy of guessing (1 / classes).
+    chance: Optional[float] = None
+    #: Why these numbers are not a result (None when they are): the retrained models did not
+    #: learn the unmodified task, or a smoke-run preset.
+    not_meaningful: Optional[str] = None
+
+    @staticmethod
+    def judge(methods: Mapping[str, "RoarCurve"], chance: Optional[float],
+              smoke_run: bool = False) -> Optional[str]:
+        r"""Why ROAR curves are not a result, or None: ROAR compares accuracy *drops*, which
+        mean nothing when models retrained on the unmodified images (0% removed) are not
+        clearly above chance (below :data:`ROAR_LEARNED_OVER_CHANCE` times chance)."""
+        unmodified = [c.mean[0] for c in methods.values() if c.mean and c.mean[0] is not None]
+        reasons = []
+        if smoke_run:
+            reasons.append("the quick preset's retrainings are too short to learn the task")
+        if chance is not None and unmodified:
+            accuracy = float(np.mean(unmodified))
+            if accuracy < ROAR_LEARNED_OVER_CHANCE * chance:
+                reasons.append(f"with 0% of the pixels removed the retrained models reach "
+                               f"{accuracy:.1%} test accuracy, chance is {chance:.1%}")
+        return "; ".join(reasons) or None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RoarResults":
@@ -144,6 +170,7 @@ class RoarResults:
             lr=d.get("lr"), batch_size=d.get("batch_size"),
             retrained_model=d.get("retrained_model"),
             map_seconds_per_image=dict(d.get("map_seconds_per_image", {})),
+            chance=d.get("chance"), not_meaningful=d.get("not_meaningful"),
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -154,6 +181,7 @@ class RoarResults:
             "retrained_model": self.retrained_model,
             "methods": {n: c.to_dict() for n, c in self.methods.items()},
             "map_seconds_per_image": dict(self.map_seconds_per_image),
+            "chance": self.chance, "not_meaningful": self.not_meaningful,
         }
 
 
@@ -163,13 +191,21 @@ class SanityCurves(_Recorded):
     One method's sanity check (a :class:`~captum_prune.evaluation.SanityCheckResult`
     summary) and its verdict.
 
+    A map that became *constant* after randomisation (GradCAM's often does) has no ranks, so
+    its Spearman correlation with the original map is undefined; but the original map was not
+    constant, so the map changed with the model: it is counted as a correlation of 0 (no
+    agreement), and how many maps were constant is kept (``n_constant``) and shown.
+
     Attributes:
-        spearman_abs, ssim (dict): ``{"mean": [...], "std": [...]}`` per stage.
+        spearman_abs, ssim (dict): ``{"mean": [...], "std": [...]}`` per stage (the mean over
+                    the maps that are not constant, as the protocol gives it).
         final_spearman_abs (float or None): The mean Spearman correlation of the absolute map
-                    with every block randomised.
+                    with every block randomised, constant maps counted as 0.
         mean_spearman_abs_randomised (float or None): Its mean over the randomised stages
                     (stage 0 left out): how early the maps react.
         passed (bool): ``final_spearman_abs < pass_below``.
+        n_constant (list of int): Per stage, maps that were constant (0 at stage 0).
+        n_examples (int): Maps per stage.
     """
 
     spearman_abs: Dict[str, Values]
@@ -178,26 +214,41 @@ class SanityCurves(_Recorded):
     mean_spearman_abs_randomised: Optional[float]
     passed: bool
     record: Dict[str, Any] = field(repr=False, compare=False)
+    n_constant: List[int] = field(default_factory=list)
+    n_examples: Optional[int] = None
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any],
                      pass_below: float = SANITY_PASS_BELOW) -> "SanityCurves":
         r"""The curves and verdict of a ``SanityCheckResult.to_dict()`` summary."""
         means = summary["spearman_abs"]["mean"]
-        final = means[-1]
+        undefined = list(summary["spearman_abs"].get("n_undefined") or [0] * len(means))
+        n = summary.get("n_examples")
+        # Constant maps count as 0 only where the original maps were not constant (stage 0
+        # compares a map with itself: undefined there means the original map is constant).
+        if n and undefined and undefined[0] == 0:
+            counted = [(0.0 if m is None else m * (n - u) / n) if u else m
+                       for m, u in zip(means, undefined)]
+            constant = [0] + [int(u) for u in undefined[1:]]
+        else:
+            counted, constant = list(means), [0] * len(means)
+        final = counted[-1]
         # The final stage alone is lenient (every map decorrelates once the whole net is
         # random); the mean over the randomised stages shows how early a method reacts.
-        later = [v for v in means[1:] if v is not None]
+        later = [v for v in counted[1:] if v is not None]
         record = dict(summary)
         record["final_spearman_abs"] = final
         record["mean_spearman_abs_randomised"] = float(np.mean(later)) if later else None
         record["passed"] = bool(final is not None and final < pass_below)
+        record["n_constant"] = constant
+        record["spearman_abs_constant_as_zero"] = counted
         return cls.from_dict(record)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SanityCurves":
         return cls(d["spearman_abs"], d["ssim"], d["final_spearman_abs"],
-                   d["mean_spearman_abs_randomised"], d["passed"], dict(d))
+                   d["mean_spearman_abs_randomised"], d["passed"], dict(d),
+                   list(d.get("n_constant") or []), d.get("n_examples"))
 
 
 @dataclass(frozen=True)

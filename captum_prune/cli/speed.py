@@ -6,7 +6,11 @@ cached default weights when the cache holds them, else random ones (it is never 
 
 Every method runs in one process on the same model and input; the repetitions alternate
 between methods (round robin), so slow drifts of the machine affect all methods alike, and the
-median of each method is reported with its ratio to ``Saliency`` measured in the same run.
+median of each method is reported with its spread (fastest and slowest call, interquartile
+range) and its ratio to ``Saliency`` measured in the same run. The command warns when the
+timings cannot be trusted: a load average at the start that leaves torch's threads no idle
+core, rows whose interquartile range exceeds :data:`NOISY_IQR` of the median, or ratios an idle
+machine cannot give.
 Calls are timed with :func:`torch.utils.benchmark.timer` (which waits for queued accelerator
 work) and summarised by :class:`torch.utils.benchmark.Measurement` (median, interquartile
 range). ``Timer.timeit`` and ``blocked_autorange`` are not used for the calls themselves: they
@@ -51,7 +55,7 @@ import torch
 from torch.utils import benchmark
 
 from captum_prune._shared import atomic_write
-from captum_prune.cli._common import torch_threads
+from captum_prune.cli._common import check_output_file, quiet_captum, torch_threads
 from captum_prune.cli.errors import CommandError
 
 #: torchvision architectures (random weights) and the embedded digits model.
@@ -63,6 +67,12 @@ CRITERIA = ("taylor", "integrated_gradients")
 #: Methods in the order they are run and printed; Saliency is the reference of every ratio.
 BASELINE = "Saliency"
 IG_STEPS = 50
+#: Default ``internal_batch_size`` of the IntegratedGradients-type methods: rows of one
+#: forward-backward pass. Captum's default (all ``n_steps x batch`` rows at once: 400 at batch
+#: 8) needs about 35 GB for ResNet-50 at 224 px; 16 rows need about 1.5 GB and time the same.
+IG_INTERNAL_BATCH = 16
+#: A row is marked noisy when its interquartile range exceeds this share of its median.
+NOISY_IQR = 0.2
 
 
 @dataclass
@@ -80,6 +90,9 @@ class Measurement:
     peak_extra_bytes: Optional[int]
     #: Interquartile range of the wall-clock times.
     iqr_s: Optional[float] = None
+    #: Fastest and slowest timed call.
+    min_s: Optional[float] = None
+    max_s: Optional[float] = None
     #: Median CPU seconds of the process per call (all threads): less disturbed than the wall
     #: clock by other programs on a busy machine, but it counts idle-spinning thread pools.
     median_cpu_s: Optional[float] = None
@@ -430,6 +443,8 @@ def run_benchmark(
                             times_s=times,
                             peak_extra_bytes=peak,
                             iqr_s=summary.iqr,
+                            min_s=min(times),
+                            max_s=max(times),
                             median_cpu_s=summarise(cpu_times, name, threads).median,
                             note=note,
                             phases_s=profile_phases(fn) if profiled else None,
@@ -489,18 +504,62 @@ def _ratio(value: Optional[float]) -> str:
 def format_table(rows: Sequence[Measurement]) -> str:
     r"""A Markdown table of the rows (also readable as plain text)."""
     header = (
-        "| device | model | batch | method | runs | median s | s / example | x Saliency "
-        "| CPU s | CPU x Saliency | peak extra MiB | mem x Saliency |"
+        "| device | model | batch | method | runs | median s | min-max s | IQR % "
+        "| s / example | x Saliency | CPU s | CPU x Saliency | peak extra MiB | mem x Saliency |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 14]
     for r in rows:
+        spread = ("n/a" if r.min_s is None else f"{r.min_s:.3f}-{r.max_s:.3f}")
         lines.append(
             f"| {r.device} | {r.model} | {r.batch_size} | {r.method} | {r.repeats} "
-            f"| {r.median_s:.3f} | {r.per_example_s:.3f} | {_ratio(r.time_ratio)} "
+            f"| {r.median_s:.3f} | {spread} | {_iqr_percent(r)}{' (noisy)' if _noisy(r) else ''} "
+            f"| {r.per_example_s:.3f} | {_ratio(r.time_ratio)} "
             f"| {_seconds(r.median_cpu_s)} | {_ratio(r.cpu_ratio)} "
             f"| {_mib(r.peak_extra_bytes)} | {_ratio(r.memory_ratio)} |"
         )
     return "\n".join(lines)
+
+
+def _iqr_percent(row: Measurement) -> str:
+    if row.iqr_s is None or not row.median_s:
+        return "n/a"
+    return f"{100 * row.iqr_s / row.median_s:.0f}"
+
+
+def _noisy(row: Measurement) -> bool:
+    return bool(row.iqr_s is not None and row.median_s and row.iqr_s > NOISY_IQR * row.median_s)
+
+
+def busy_warnings(rows: Sequence[Measurement], info: Dict[str, Any]) -> List[str]:
+    r"""Why these timings may not be what this machine does when idle: other programs kept
+    the cores busy (load average), timings spread widely, or a ratio that an idle machine
+    cannot give (PrunedGradient costs at least one plain gradient more than Saliency)."""
+    notes = []
+    load = info.get("load_average_at_start")
+    cores, threads = info.get("cpu_count") or 1, info.get("torch_threads") or 1
+    if load and load[0] > max(0.5, cores - threads + 0.5):
+        notes.append(f"other programs kept the machine busy: load average {load[0]:.1f} at the "
+                     f"start on {cores} cores, with {threads} torch threads; ratios and "
+                     "times may be far off what an idle machine gives")
+    noisy = [r for r in rows if _noisy(r)]
+    if noisy:
+        notes.append(f"{len(noisy)} of {len(rows)} rows spread widely (interquartile range over "
+                     f"{NOISY_IQR:.0%} of the median, marked 'noisy')")
+    odd = [r for r in rows if r.method.startswith("PrunedGradient(taylor)")
+           and r.time_ratio is not None and r.time_ratio < 1.0]
+    if odd:
+        notes.append("PrunedGradient(taylor) came out faster than Saliency in "
+                     f"{len(odd)} row(s), which an idle machine cannot give (it does a plain "
+                     "gradient pass and more): the machine was disturbed")
+    odd_ig = [r for r in rows if r.method.startswith("IntegratedGradients") and r.device == "cpu"
+              and r.time_ratio is not None and r.time_ratio < IG_STEPS / 5]
+    if odd_ig:
+        notes.append(f"IntegratedGradients({IG_STEPS}) came out under {IG_STEPS // 5}x Saliency "
+                     f"on the CPU in {len(odd_ig)} row(s), although it runs {IG_STEPS} gradient "
+                     "passes: the machine was disturbed")
+    if notes:
+        notes.append("rerun on an idle machine, with more --repeats, or with --threads 1")
+    return notes
 
 
 def format_phase_table(rows: Sequence[Measurement]) -> str:
@@ -548,17 +607,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda or all (default: all = cpu and cuda if available)")
     parser.add_argument("--size", type=int, default=224,
                         help="input height and width of the torchvision models (default: 224)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed calls per method (default: 5)")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="timed calls per method (default: 7)")
     parser.add_argument("--criteria", type=_name_list, default=["taylor"],
                         help=f"PrunedGradient criteria, of: {', '.join(CRITERIA)} "
                         "(default: taylor)")
     parser.add_argument("--ig-repeats", type=int, default=None,
                         help="timed calls of the slow methods (IntegratedGradients, the "
-                             "integrated_gradients criterion) (default: min(repeats, 2))")
-    parser.add_argument("--ig-internal-batch-size", type=int, default=None,
-                        help="internal_batch_size of those methods "
-                        "(default: None, all rows at once)")
+                             "integrated_gradients criterion) (default: min(repeats, 3))")
+    parser.add_argument("--ig-internal-batch-size", type=int, default=IG_INTERNAL_BATCH,
+                        help="internal_batch_size of those methods: rows per forward-backward "
+                        f"pass (default: {IG_INTERNAL_BATCH}; all rows at once, Captum's "
+                        "default, needs about 35 GB for ResNet-50 at batch 8)")
     parser.add_argument("--ig-max-batch", type=int, default=None,
                         help="run IntegratedGradients only at batch sizes up to this "
                         "(default: all)")
@@ -602,12 +662,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError(
             f"--size: torchvision's ResNet and VGG need at least 32 pixels, got {args.size}")
     if args.ig_repeats is None:
-        args.ig_repeats = min(args.repeats, 2)
+        args.ig_repeats = min(args.repeats, 3)
+    for option in ("json", "markdown"):
+        if getattr(args, option):
+            check_output_file(args.json if option == "json" else args.markdown, f"--{option}")
 
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    with torch_threads(args.threads):
+    with torch_threads(args.threads), quiet_captum():
         return _run_checked(args)
 
 
@@ -618,9 +681,15 @@ def _run_checked(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in vars(args).items()
                 if not k.startswith("_") and k not in ("json", "markdown")}
     rows = run_benchmark(args, progress=lambda rows: _write(args, info, settings, rows))
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_end"] = list(os.getloadavg())
     print(format_table(rows))
     if any(r.phase_ratios for r in rows):
         print("\nSteps of one profiled call, x Saliency:\n" + format_phase_table(rows))
+    warnings_ = busy_warnings(rows, info)
+    info["warnings"] = warnings_
+    for note in warnings_:
+        print(f"warning: {note}", file=sys.stderr)
     _write(args, info, settings, rows)
     return 0
 
@@ -628,10 +697,14 @@ def _run_checked(args: argparse.Namespace) -> int:
 def _write(args: argparse.Namespace, info: dict, settings: dict, rows: List[Measurement]) -> None:
     if args.json:
         document = {"machine": info, "settings": settings, "rows": [asdict(r) for r in rows]}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         atomic_write(args.json, json.dumps(document, indent=2))
     if args.markdown:
-        details = ", ".join(f"{k}: {v}" for k, v in info.items())
+        details = ", ".join(f"{k}: {v}" for k, v in info.items() if k != "warnings")
         text = f"Machine: {details}\n\nSettings: {settings}\n\n{format_table(rows)}\n"
+        for note in info.get("warnings") or ():
+            text += f"\nWarning: {note}\n"
         if any(r.phase_ratios for r in rows):
             text += f"\nSteps of one profiled call, x Saliency:\n\n{format_phase_table(rows)}\n"
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
         atomic_write(args.markdown, text)

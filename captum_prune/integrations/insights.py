@@ -52,7 +52,8 @@ DIGITS_METHODS = (METHOD_NAME, "Integrated Gradients", "Saliency")
 
 _INSTALL_HINT = (
     "Captum Insights was retired in captum 0.9; it needs captum 0.8 in an environment of "
-    "its own: pip install 'captum-prune[insights]'"
+    "its own, installed from your checkout with pip install -e '.[insights]' "
+    "(or pip install '.[insights]')"
 )
 
 _EMPTY_MAP_MESSAGE = (

@@ -75,10 +75,15 @@ def test_benchmark_quick_writes_every_section_and_method(benchmark_run):
         # Stage 0 compares the maps with themselves.
         assert sanity["spearman_abs"]["mean"][0] == pytest.approx(1.0)
         assert sanity["passed"] == (sanity["final_spearman_abs"] < 0.5)
-        stages = sanity["spearman_abs"]["mean"][1:]
+        # Constant maps count as 0: the means are over every map, and say how many.
+        stages = sanity["spearman_abs_constant_as_zero"][1:]
         assert sanity["mean_spearman_abs_randomised"] == pytest.approx(sum(stages) / len(stages))
+        assert sanity["n_constant"] == [0] + sanity["spearman_abs"]["n_undefined"][1:]
         local = doc["localisation"]["methods"][name]
         assert 0.0 <= local["mass_in_box"]["mean"] <= 1.0
+    # The quick preset's ROAR is a smoke run, and the results say so.
+    assert "quick preset" in doc["roar"]["not_meaningful"] and doc["roar"]["chance"] == 0.1
+    assert "not a result" in (out / "results.md").read_text()
     # The unmodified data is trained once per seed and shared by every method.
     first = {tuple(doc["roar"]["methods"][n]["per_seed"][0]) for n in DEFAULT_METHODS}
     assert len(first) == 1
@@ -160,6 +165,17 @@ def test_benchmark_on_user_image_folder_and_factory(tmp_path, cache):
     assert "skipped" in doc["localisation"]  # an ImageFolder has no boxes
     assert doc["pixel_perturbation"]["lerf"]["Saliency"]["n_examples"] == 4
     assert "sanity" not in doc and "roar" not in doc
+    # The model's accuracy on the test images that were loaded, not "n/a".
+    assert 0 <= doc["model"]["test_accuracy"] <= 1 and doc["model"]["test_accuracy_images"] == 6
+    assert "test accuracy: n/a" not in (out / "results.md").read_text()
+    # A re-run of fewer sections into the same folder leaves no plot of the earlier run.
+    (out / "roar.png").write_bytes(b"stale")
+    rc = cli.main(["benchmark", "--data", str(data), "--model", "tests.cli.test_cli:_tiny_net",
+                   "--weights", str(weights), "--image-size", "12", "--methods",
+                   "Saliency", "--benchmarks", "localisation", "--n-eval", "4",
+                   "--threads", "1", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    assert not (out / "roar.png").exists() and not (out / "lerf.png").exists()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -205,6 +221,67 @@ def test_demo_bad_arguments(tmp_path, capsys):
         rc = cli.main(["demo", "--out", str(tmp_path / "d")] + extra)
         assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_version_and_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from captum_prune.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    for flag in ("--version", "--help"):
+        done = subprocess.run([sys.executable, "-c", code, flag], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "captum_prune", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().startswith("captum-prune 0.")
+
+
+@pytest.mark.parametrize("module, extra", [("scipy", "demo"), ("sklearn", "demo"),
+                                           ("flask", "insights")])
+def test_missing_extra_inside_run_is_one_line(monkeypatch, capsys, tmp_path, module, extra):
+    from captum_prune.cli import demo
+
+    def run(args):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+
+    monkeypatch.setattr(demo, "run", run)
+    assert cli.main(["demo", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"'{extra}' extra" in err and f"pip install -e '.[{extra}]'" in err
+
+
+def test_an_import_error_that_is_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    from captum_prune.cli import demo
+
+    def run(args):
+        raise ModuleNotFoundError("No module named 'captum_prune.nope'", name="captum_prune.nope")
+
+    monkeypatch.setattr(demo, "run", run)
+    with pytest.raises(ModuleNotFoundError):
+        cli.main(["demo", "--out", str(tmp_path / "d")])
+
+
+@pytest.mark.parametrize("command", ["demo", "benchmark"])
+def test_output_folder_is_checked_before_any_work(tmp_path, capsys, command, monkeypatch):
+    from captum_prune.cli import _common
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out, message in ((blocker, "a file of that name exists"),
+                         (blocker / "sub" / "out", f"{blocker} is a file, not a folder")):
+        assert cli.main([command, "--out", str(out)] + TINY[:3]) == 2
+        assert message in capsys.readouterr().err
+    # A folder that cannot be written (simulated: tests may run as root, who writes anyway).
+    monkeypatch.setattr(_common, "_probe_writable", lambda folder: "Permission denied")
+    (tmp_path / "ro").mkdir()
+    assert cli.main([command, "--out", str(tmp_path / "ro")] + TINY[:3]) == 2
+    assert "cannot write into this folder (Permission denied)" in capsys.readouterr().err
+    assert cli.main([command, "--out", str(tmp_path / "new")] + TINY[:3]) == 2
+    assert "cannot create it in" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- method registry

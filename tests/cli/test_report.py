@@ -122,7 +122,50 @@ def test_benchmark_tables_summary_rows_and_verdicts():
     assert titles[:3] == ["Summary", "Pixel perturbation, LERF", "Pixel perturbation, MORF"]
     assert "Localisation" in titles and "Pathway analysis" not in titles
     roar = next(t for t in tables if t["title"].startswith("ROAR"))
-    assert roar["rows"][0][1:3] == ["90.0 ± 0.0", "40.0 ± 10.0"]
+    # AUC first (it is never cut off), then accuracies as fractions, as in the plot.
+    assert roar["rows"][0][1:4] == [0.325, "0.900 ± 0.000", "0.400 ± 0.100"]
+    lerf = tables[1]
+    assert lerf["headers"][:2] == ["method", "AUC"]
+
+
+def test_roar_that_did_not_learn_is_not_shown_as_a_result():
+    doc = _document(passed=(True, False))
+    doc["roar"] = dict(doc["roar"], chance=0.1, not_meaningful="chance-level models")
+    tables = report.benchmark_tables(BenchmarkResults.from_dict(doc))
+    assert tables[0]["rows"][0][3] == "not a result (see ROAR)"
+    roar = next(t for t in tables if t["title"].startswith("ROAR"))
+    assert "not a result" in roar["title"] and roar["text"].startswith("NOT A RESULT")
+    from captum_prune.cli.results import RoarCurve, RoarResults
+
+    curves = {"A": RoarCurve([0.069, 0.1], [0, 0], 0.1, {})}
+    assert "6.9%" in RoarResults.judge(curves, chance=0.1)
+    assert RoarResults.judge({"A": RoarCurve([0.9, 0.4], [0, 0], 0.1, {})}, 0.1) is None
+    assert "quick" in RoarResults.judge({"A": RoarCurve([0.9, 0.4], [0, 0], 0.1, {})}, 0.1,
+                                        smoke_run=True)
+
+
+def test_constant_sanity_maps_count_as_zero_and_are_shown():
+    from captum_prune.cli.results import SanityCurves
+
+    summary = {"n_examples": 6, "stages": ["original", "fc"],
+               "spearman_abs": {"mean": [1.0, 0.6], "std": [0.0, 0.0], "n_undefined": [0, 5]},
+               "ssim": {"mean": [1.0, 0.1], "std": [0.0, 0.0], "n_undefined": [0, 0]}}
+    curves = SanityCurves.from_summary(summary)
+    # 0.6 on the one map that is not constant, 0 on the five constant ones.
+    assert curves.final_spearman_abs == pytest.approx(0.1) and curves.passed
+    assert curves.n_constant == [0, 5]
+    assert report._sanity_cell(curves, 1) == "0.10 (5/6 const.)"
+    # Every map constant: still defined, 0.
+    summary["spearman_abs"] = {"mean": [1.0, None], "std": [0.0, None], "n_undefined": [0, 6]}
+    assert SanityCurves.from_summary(summary).final_spearman_abs == 0.0
+
+
+def test_run_description_says_quick_is_not_a_result():
+    doc = BenchmarkResults.from_dict(_document(passed=(True, False)))
+    doc.model = {"model": "DigitsResNet", "test_accuracy": 0.947, "data": "digits"}
+    text = report.run_description(doc)
+    assert "Preset quick" in text and "0.947" in text and "not results" in text
+    assert report.summary_text(doc).startswith("Preset quick")
 
 
 def test_benchmark_figures_markdown_and_html_agree(tmp_path):

@@ -199,3 +199,32 @@ def test_digits_model_runs_with_random_weights_when_none_is_cached(tmp_path, mon
     assert all(r["model"] == "digits" and r["batch_size"] == 2 for r in rows)
     assert rows[0]["time_ratio"] == pytest.approx(1.0)
     assert all(r["iqr_s"] is not None and r["iqr_s"] >= 0 for r in rows)
+
+
+def test_busy_machine_and_implausible_ratios_are_warned_about():
+    from captum_prune.cli.speed import Measurement, add_ratios, busy_warnings
+
+    def row(method, median, iqr):
+        return Measurement(model="m", device="cpu", batch_size=8, method=method, repeats=5,
+                           median_s=median, per_example_s=median / 8, times_s=[median] * 5,
+                           peak_extra_bytes=None, iqr_s=iqr)
+
+    rows = [row("Saliency", 1.0, 0.01), row("PrunedGradient(taylor)", 0.49, 0.3),
+            row("IntegratedGradients(50)", 2.0, 0.0)]
+    add_ratios(rows)
+    notes = busy_warnings(rows, {"load_average_at_start": [3.2, 3, 3], "cpu_count": 2,
+                                 "torch_threads": 2})
+    text = " ".join(notes)
+    assert "load average 3.2" in text and "1 of 3 rows spread widely" in text
+    assert "faster than Saliency" in text and "IntegratedGradients(50) came out" in text
+    quiet = [row("Saliency", 1.0, 0.01), row("PrunedGradient(taylor)", 2.0, 0.02)]
+    add_ratios(quiet)
+    assert busy_warnings(quiet, {"load_average_at_start": [0.1, 0, 0], "cpu_count": 2,
+                                 "torch_threads": 2}) == []
+
+
+def test_speed_output_file_is_checked_before_timing(tmp_path, capsys):
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    assert cli.main(["speed", "--quick", "--json", str(blocker / "s.json")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -1,9 +1,10 @@
 r"""Captum Insights' page with PrunedGradient, in headless Chromium.
 
 Uses Debian's Chromium (``$CHROMIUM``, default /usr/bin/chromium) through playwright's
-``executable_path``; no browser is downloaded. The screenshot goes to
-``docs/_static/insights-screenshot.png`` when ``CAPTUM_PRUNE_SCREENSHOT`` names that path
-(``.ci/insights`` does), else to pytest's temporary folder.
+``executable_path``; no browser is downloaded. The screenshot is copied to the path that
+``CAPTUM_PRUNE_SCREENSHOT`` names (``.ci/insights``: ``docs/_build/insights-screenshot.png``,
+ignored by git; set it to ``docs/_static/insights-screenshot.png`` to refresh the docs' copy),
+else it stays in pytest's temporary folder.
 """
 import os
 import shutil

@@ -246,7 +246,7 @@ def test_register_explains_what_to_install_without_captum_insights(monkeypatch):
         importlib.util, "find_spec",
         lambda name, *a: None if name == "captum.insights" else real(name, *a),
     )
-    with pytest.raises(ImportError, match=r"captum 0\.8.*pip install 'captum-prune\[insights\]'"):
+    with pytest.raises(ImportError, match=r"captum 0\.8.*pip install -e '\.\[insights\]'"):
         insights.register()
 
 

@@ -98,6 +98,27 @@ def test_training_is_deterministic_in_its_seed_and_keeps_global_rng(data):
     assert not torch.equal(a.fc.weight, c.fc.weight)
 
 
+def test_training_does_not_depend_on_the_callers_threads(data):
+    # Training runs under TRAIN_THREADS (1) whatever the caller set, and restores the count.
+    train, _ = data
+    x, y = train.images[:96], train.labels[:96]
+    threads = torch.get_num_threads()
+
+    def run(n):
+        torch.set_num_threads(n)
+        try:
+            model = build_digits_model(seed=0, widths=(4, 8, 8))
+            train_classifier(model, x, y, epochs=1, batch_size=16, seed=0, progress=False)
+            assert torch.get_num_threads() == n
+            return model
+        finally:
+            torch.set_num_threads(threads)
+
+    a, b = run(1), run(3)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
 def test_evaluate_accuracy_matches_argmax_and_restores_mode(data):
     _, test = data
     model = build_digits_model(seed=0).train()
