@@ -3,12 +3,20 @@ r"""captum-prune: input-specific network pruning ("pathway gradient") attributio
 The public API at a glance:
 
 - :class:`PrunedGradient` - the attribution method (a Captum ``GradientAttribution``).
+- :class:`LayerPrunedGradient` and :class:`NeuronPrunedGradient` - the same at a layer (token
+  embeddings, ``LLMGradientAttribution``) and for one hidden neuron.
 - :class:`Pathway` - the critical pathway of an input, from :meth:`PrunedGradient.pathway`.
 - :func:`pathway_jaccard` - overlap of two pathways.
-- :func:`find_activation_layers` and :data:`ACTIVATION_TYPES` - the default neuron layers.
+- :func:`find_activation_layers`, :data:`ACTIVATION_TYPES` and
+  :func:`register_activation_type` - the default neuron layers.
 - :func:`attribute_dataset` and :class:`MapStore` - the maps of a whole dataset, on disk.
 """
-from captum_prune.layers import ACTIVATION_TYPES, find_activation_layers
+from captum_prune.layer_attribution import LayerPrunedGradient, NeuronPrunedGradient
+from captum_prune.layers import (
+    ACTIVATION_TYPES,
+    find_activation_layers,
+    register_activation_type,
+)
 from captum_prune.maps import MapStore, attribute_dataset
 from captum_prune.pathway import Pathway, pathway_jaccard
 from captum_prune.pruned_gradient import PrunedGradient
@@ -17,10 +25,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PrunedGradient",
+    "LayerPrunedGradient",
+    "NeuronPrunedGradient",
     "Pathway",
     "pathway_jaccard",
     "find_activation_layers",
     "ACTIVATION_TYPES",
+    "register_activation_type",
     "attribute_dataset",
     "MapStore",
     "__version__",
