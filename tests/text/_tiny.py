@@ -47,3 +47,30 @@ def tiny_bert(seed=0, num_labels=2):
         pad_token_id=0,
     )
     return BertForSequenceClassification(config).eval()
+
+
+class NextTokenLogits(torch.nn.Module):
+    """A causal LM's logits of the next token, ``(N, V)``: a classifier over the vocabulary.
+
+    With ``embeds=True`` it takes the token embeddings (``inputs_embeds``) instead of ids."""
+
+    def __init__(self, model, embeds=False):
+        super().__init__()
+        self.model = model
+        self.embeds = embeds
+
+    def forward(self, x):
+        if self.embeds:
+            return self.model(inputs_embeds=x).logits[:, -1]
+        return self.model(x).logits[:, -1]
+
+
+class ClassifierLogits(torch.nn.Module):
+    """A sequence classifier's logits from token ids and an attention mask."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, attention_mask=None):
+        return self.model(ids, attention_mask=attention_mask).logits
