@@ -220,6 +220,7 @@ def taylor_scores(
         if roots:
             torch.autograd.grad(values.sum(), roots, allow_unused=True)
             del roots
+            hooks.raise_error()  # a neuron layer run by another thread during the backward
     holder.clear()
     del acts
     for call, score in enumerate(scores):
@@ -342,6 +343,7 @@ def integrated_gradient_scores(
             (grad,) = torch.autograd.grad(
                 chunk_values.sum(), scaled, allow_unused=True
             )
+            hooks.raise_error()
             if grad is not None:
                 shape = (-1,) + (1,) * (grad.dim() - 1)
                 path_gradient.index_add_(

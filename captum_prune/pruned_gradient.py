@@ -373,6 +373,7 @@ def _masked_gradients(
     check_same_calls(calls, hooks)
     if values.requires_grad:
         grads = torch.autograd.grad(values.sum(), inputs, allow_unused=True)
+        hooks.raise_error()  # a neuron layer run by another thread during the backward
     else:
         grads = (None,) * len(inputs)
     gradients = tuple(
