@@ -142,7 +142,9 @@ def test_recording_hooks_see_the_true_activations_of_each_pass(fast):
     try:
         ours = _recorded_runs(
             model, x,
-            lambda: PrunedGradient(model, layers=layers).attribute(x, target=target, sparsity=SPARSITY),
+            lambda: PrunedGradient(model, layers=layers).attribute(
+                x, target=target, sparsity=SPARSITY
+            ),
         )
     finally:
         _fast.ENABLED = True
