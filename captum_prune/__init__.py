@@ -3,6 +3,7 @@ r"""captum-prune: input-specific network pruning ("pathway gradient") attributio
 The public API at a glance:
 
 - :class:`PrunedGradient` - the attribution method (a Captum ``GradientAttribution``).
+- :class:`PruningOptions` - its options as one validated value.
 - :class:`LayerPrunedGradient` and :class:`NeuronPrunedGradient` - the same at a layer (token
   embeddings, ``LLMGradientAttribution``) and for one hidden neuron.
 - :class:`Pathway` - the critical pathway of an input, from :meth:`PrunedGradient.pathway`.
@@ -18,6 +19,7 @@ from captum_prune.layers import (
     register_activation_type,
 )
 from captum_prune.maps import MapStore, attribute_dataset
+from captum_prune.options import PruningOptions
 from captum_prune.pathway import Pathway, pathway_jaccard
 from captum_prune.pruned_gradient import PrunedGradient
 
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PrunedGradient",
+    "PruningOptions",
     "LayerPrunedGradient",
     "NeuronPrunedGradient",
     "Pathway",
