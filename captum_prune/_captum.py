@@ -11,6 +11,7 @@ from captum._utils.common import (
     _is_tuple,
     _run_forward,
     _select_targets,
+    _verify_select_neuron,
 )
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.approximation_methods import (
@@ -29,6 +30,10 @@ run_forward = _run_forward
 #: Captum's selection of the target's values from a model output.
 select_targets = _select_targets
 
+#: Captum's neuron selection (``NeuronGradient``'s ``neuron_selector``: an int or tuple index,
+#: slices summed, or a function of the layer output) from a layer's recorded tensors.
+verify_select_neuron = _verify_select_neuron
+
 #: The integration rules of ``IntegratedGradients`` (``"gausslegendre"``, ``"riemann_*"``).
 INTEGRATION_METHODS = tuple(SUPPORTED_METHODS)
 
@@ -42,4 +47,5 @@ __all__ = [
     "is_tuple",
     "run_forward",
     "select_targets",
+    "verify_select_neuron",
 ]

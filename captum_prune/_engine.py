@@ -158,11 +158,13 @@ class Run:
         return output, values
 
     def backward(
-        self, values: Tensor, wrt: Sequence[Tensor]
+        self, values: Tensor, wrt: Sequence[Tensor], grad_kwargs: Optional[dict] = None
     ) -> Tuple[Optional[Tensor], ...]:
-        r"""``d values.sum() / d wrt`` (``None`` where unused); then raises what the hooks saw
-        go wrong during the backward (a neuron layer run by another thread)."""
-        grads = torch.autograd.grad(values.sum(), list(wrt), allow_unused=True)
+        r"""``d values.sum() / d wrt`` (``None`` where unused; ``grad_kwargs``: more keyword
+        arguments of ``torch.autograd.grad``); then raises what the hooks saw go wrong during
+        the backward (a neuron layer run by another thread)."""
+        kwargs = {"allow_unused": True, **(grad_kwargs or {})}
+        grads = torch.autograd.grad(values.sum(), list(wrt), **kwargs)
         self.hooks.raise_error()
         return grads
 
@@ -324,17 +326,21 @@ class PrunedPass:
     activations: Tuple[Captured, ...] = field(default_factory=tuple)
 
 
-Wrt = Union[str, int, None]
+Wrt = Union[str, int, Tuple[int, ...], None]
 
 
 def pruned_pass(
-    run: Run, calls: Sequence[int], masks: Sequence[Tensor], wrt: Wrt = "inputs"
+    run: Run, calls: Sequence[int], masks: Sequence[Tensor], wrt: Wrt = "inputs",
+    grad_kwargs: Optional[dict] = None,
 ) -> PrunedPass:
     r"""Forward with every layer call multiplied by its fixed keep-mask (batch first, from
     :func:`select_masks`), then the gradient of the objective with respect to ``wrt``:
     ``"inputs"``, the index of one of the session's captures (Captum's
     ``LayerGradientXActivation`` semantics: the gradient with respect to what that module
-    produced or received, and that value), or ``None`` (no backward).
+    produced or received, and that value), a tuple of capture indices (one backward for all;
+    ``gradients`` and ``activations`` then hold one entry per index, each as for one index),
+    or ``None`` (no backward). ``grad_kwargs``: more keyword arguments of
+    ``torch.autograd.grad``.
     """
     layer_masks = _layer_masks(run, calls, masks)
     with phase("pruned_pass"):
@@ -343,14 +349,16 @@ def pruned_pass(
         if wrt is None:
             return PrunedPass(output.detach(), values.detach(), ())
         if wrt == "inputs":
-            return _input_gradients(run, output, values)
-        return _captured_gradients(run, output, values, wrt)
+            return _input_gradients(run, output, values, grad_kwargs)
+        return _captured_gradients(run, output, values, wrt, grad_kwargs)
 
 
-def _input_gradients(run: Run, output: Tensor, values: Tensor) -> PrunedPass:
+def _input_gradients(
+    run: Run, output: Tensor, values: Tensor, grad_kwargs: Optional[dict] = None
+) -> PrunedPass:
     if values.requires_grad:
         wanted = [x for x in run.inputs if x.requires_grad]
-        found = iter(run.backward(values, wanted))
+        found = iter(run.backward(values, wanted, grad_kwargs))
         grads = [next(found) if x.requires_grad else None for x in run.inputs]
     else:
         grads = [None] * len(run.inputs)
@@ -360,24 +368,38 @@ def _input_gradients(run: Run, output: Tensor, values: Tensor) -> PrunedPass:
     return PrunedPass(output.detach(), values.detach(), gradients)
 
 
-def _captured_gradients(run: Run, output: Tensor, values: Tensor, capture: int) -> PrunedPass:
-    if isinstance(capture, bool) or not isinstance(capture, int) or not (
-        0 <= capture < len(run.hooks.captures)
-    ):
-        raise ValueError(f"wrt: expected 'inputs', None or a capture index, got {capture!r}")
-    recorded = run.hooks.captured[capture]
-    flat = [t for call in recorded for t in call]
+def _captured_gradients(
+    run: Run, output: Tensor, values: Tensor, capture: Union[int, Tuple[int, ...]],
+    grad_kwargs: Optional[dict] = None,
+) -> PrunedPass:
+    several = isinstance(capture, tuple)
+    for index in capture if several else (capture,):
+        if isinstance(index, bool) or not isinstance(index, int) or not (
+            0 <= index < len(run.hooks.captures)
+        ):
+            raise ValueError(
+                f"wrt: expected 'inputs', None, a capture index or a tuple of them, got "
+                f"{capture!r}"
+            )
+    recorded = [run.hooks.captured[index] for index in (capture if several else (capture,))]
+    flat = [t for calls in recorded for call in calls for t in call]
     differentiable = [t for t in flat if t.requires_grad]
-    found = iter(run.backward(values, differentiable) if values.requires_grad and differentiable
-                 else [None] * len(differentiable))
+    found = iter(run.backward(values, differentiable, grad_kwargs)
+                 if values.requires_grad and differentiable else [None] * len(differentiable))
     grads = [next(found) if t.requires_grad else None for t in flat]
     grads = [torch.zeros_like(t).detach() if g is None else g for t, g in zip(flat, grads)]
-    per_call, activations, at = [], [], 0
-    for call in recorded:
-        per_call.append(tuple(grads[at:at + len(call)]))
-        activations.append(tuple(t.detach() for t in call))
-        at += len(call)
-    return PrunedPass(output.detach(), values.detach(), tuple(per_call), tuple(activations))
+    gradients, activations, at = [], [], 0
+    for calls in recorded:
+        per_call, acts = [], []
+        for call in calls:
+            per_call.append(tuple(grads[at:at + len(call)]))
+            acts.append(tuple(t.detach() for t in call))
+            at += len(call)
+        gradients.append(tuple(per_call))
+        activations.append(tuple(acts))
+    if not several:
+        return PrunedPass(output.detach(), values.detach(), gradients[0], activations[0])
+    return PrunedPass(output.detach(), values.detach(), tuple(gradients), tuple(activations))
 
 
 def masked_forward(

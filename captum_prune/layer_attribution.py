@@ -8,22 +8,18 @@ r"""The pathway gradient at a layer and for one neuron, as Captum's layer and ne
 """
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _verify_select_neuron,
-)
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr import GradientAttribution, LayerGradientXActivation
-from captum.attr._utils.attribution import NeuronAttribution
+from captum.attr import GradientAttribution, LayerGradientXActivation, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_prune import _safety
-from captum_prune._layer_capture import LayerCapture, prepare_inputs, pruned_layer_gradients
+from captum_prune import _engine, _safety
+from captum_prune._captum import TargetType, TensorOrTupleOfTensorsGeneric, format_output
+from captum_prune._neuron_forward import NeuronForward
+from captum_prune.hooks import Capture
 from captum_prune.layers import BatchDimsArg, LayersArg, resolve_batch_dims, resolve_layers
+from captum_prune.options import DEFAULT_SPARSITY, PruningOptions
 from captum_prune.pathway import Pathway
-from captum_prune.pruned_gradient import DEFAULT_SPARSITY, PrunedGradient
+from captum_prune.pruned_gradient import PrunedGradient
 
 NeuronSelector = Union[int, Tuple[Union[int, slice], ...], Callable]
 
@@ -65,13 +61,12 @@ def _no_device_ids(device_ids: Optional[List[int]]) -> None:
 
 
 def _options(arguments: dict) -> dict:
-    return {
-        name: arguments[name]
-        for name in (
-            "sparsity", "criterion", "selection", "threshold", "n_steps", "method",
-            "internal_batch_size",
-        )
-    }
+    """The method options out of a call's arguments (``attribute()`` and ``pathway()`` take
+    the same), as keyword arguments."""
+    return {name: arguments[name] for name in _OPTION_NAMES}
+
+
+_OPTION_NAMES = tuple(PruningOptions().to_dict())
 
 
 class LayerPrunedGradient(LayerGradientXActivation):
@@ -213,21 +208,56 @@ class LayerPrunedGradient(LayerGradientXActivation):
                         detached. A tuple when the layer returns (takes) several tensors, a
                         list when several layers were given.
         """
-        options = _options(locals())
-        inputs = prepare_inputs(inputs, need_grad=False)
-        additional_forward_args = _format_additional_forward_args(additional_forward_args)
-        capture = LayerCapture(
-            self._attributed, self._attributed_names, to_input=attribute_to_layer_input
-        )
-        gradients, activations = pruned_layer_gradients(
-            self.forward_func, self.layers, self.layer_names, self.batch_dims, capture,
-            inputs, target, additional_forward_args, options, grad_kwargs,
-        )
-        results = [
-            _format_output(len(acts) > 1, self.multiply_gradient_acts(grads, acts))
-            for grads, acts in zip(gradients, activations)
-        ]
+        options = PruningOptions(**_options(locals()))
+        captures = [Capture(m, to_input=attribute_to_layer_input) for m in self._attributed]
+        with _engine.session(
+            self.forward_func, self.layers, self.layer_names, self.batch_dims, inputs,
+            _engine.TargetObjective(target), additional_forward_args, captures=captures,
+            floating=False,
+        ) as run:
+            scored = _engine.score(run, options)
+            masks = _engine.select_masks(
+                scored.scores, options.sparsity, options.selection, options.threshold
+            )
+            scored.scores = []
+            pruned = _engine.pruned_pass(
+                run, scored.calls, masks, wrt=tuple(range(len(captures))),
+                grad_kwargs=grad_kwargs,
+            )
+        results = []
+        for name, gradients, activations in zip(
+            self._attributed_names, pruned.gradients, pruned.activations
+        ):
+            _check_one_call(name, len(activations))
+            grads, acts = gradients[0], activations[0]
+            _check_floating(name, acts)
+            results.append(format_output(len(acts) > 1, self.multiply_gradient_acts(grads, acts)))
         return results[0] if isinstance(self.layer, nn.Module) else results
+
+
+def _check_one_call(name: str, calls: int) -> None:
+    if calls == 0:
+        raise RuntimeError(
+            f"layer: '{name}' was never called during the forward pass, so there is nothing "
+            "to attribute to; pass a module that runs in forward_func (for a Hugging Face "
+            "model, e.g. model.get_input_embeddings())"
+        )
+    if calls > 1:
+        raise RuntimeError(
+            f"layer: '{name}' is called {calls} times per forward pass, so which call to "
+            "attribute to is ambiguous; attribute to a module that runs once (or wrap the call "
+            "you mean in a module of its own)"
+        )
+
+
+def _check_floating(name: str, tensors: Tuple[Tensor, ...]) -> None:
+    for t in tensors:
+        if not t.is_floating_point():
+            raise TypeError(
+                f"layer: '{name}' produced (or received) a tensor of dtype {t.dtype}, which has "
+                "no gradient; attribute to a layer with floating-point values (the embeddings, "
+                "not the token ids)"
+            )
 
 
 class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
@@ -368,30 +398,10 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
                 f"neuron_selector: expected an int, a tuple or a callable, got "
                 f"{type(neuron_selector).__name__}"
             )
-        capture = LayerCapture(
-            [self.layer], self._layer_names, to_input=to_input, stop=True, upstream=self.layers
+        neuron = NeuronForward(
+            self.forward_func, self.layer, self._layer_names[0], neuron_selector, to_input,
+            self.layers,
         )
-        forward_func = self.forward_func
-
-        def neuron(*args):
-            capture.run(lambda: forward_func(*args))
-            if not capture.upstream_calls:
-                raise ValueError(
-                    f"layer: no neuron layer runs before '{self._layer_names[0]}', so the "
-                    "neuron's pathway is empty (nothing to prune); choose a neuron of a later "
-                    "layer, or pass layers=[...] with modules that run before it"
-                )
-            value = _verify_select_neuron(capture.captured[0], neuron_selector)
-            if not isinstance(value, Tensor) or value.dim() == 0 or (
-                value[0].numel() != 1
-            ):
-                raise ValueError(
-                    "neuron_selector: must select one value per example from the layer "
-                    f"output, got {type(value).__name__}"
-                    f"{' of shape ' + str(tuple(value.shape)) if isinstance(value, Tensor) else ''}"
-                )
-            return value.reshape(-1)
-
         method = PrunedGradient(neuron, layers=self.layers, batch_dims=self.batch_dims)
         method.layer_names = list(self.layer_names)
         return method

@@ -86,15 +86,20 @@ def test_pathway_and_input_gradient_are_pruned_gradients(net, x):
 
 
 def test_own_units_pruned_only_for_a_neuron_layer(net, x):
+    """A neuron layer's pruned units output zero, so their attribution is zero; the plain
+    gradient is the one of what the rest of the pruned network receives."""
     path = PrunedGradient(net).pathway(x, target=TARGET, sparsity=0.6)
     keep = path.masks[path.layer_names.index("act1#0")]
-    ours = LayerPrunedGradient(net, net.act1, multiply_by_inputs=False).attribute(
+    ours = LayerPrunedGradient(net, net.act1).attribute(x, target=TARGET, sparsity=0.6)
+    assert bool((ours[~keep] == 0).all()) and bool((ours[keep] != 0).any())
+    plain = LayerPrunedGradient(net, net.act1, multiply_by_inputs=False).attribute(
         x, target=TARGET, sparsity=0.6
     )
-    assert bool((ours[~keep] == 0).all()) and bool((ours[keep] != 0).any())
-    # Not a neuron layer: its units are not masked, the gradient is the pruned network's.
-    free = LayerPrunedGradient(net, net.act1, layers=[net.act2], multiply_by_inputs=False)
-    assert (free.attribute(x, target=TARGET, sparsity=0.6) != 0).float().mean() > 0.5
+    torch.testing.assert_close(ours, plain * path.activations[0] * keep)
+    assert bool((plain[~keep] != 0).any())
+    # Not a neuron layer: its units are not masked.
+    free = LayerPrunedGradient(net, net.act1, layers=[net.act2])
+    assert (free.attribute(x, target=TARGET, sparsity=0.6) != 0).float().mean() > 0.9
 
 
 def test_additional_forward_args_and_options(net, x):
@@ -121,7 +126,7 @@ def test_errors_name_the_layer(net, x):
         NeuronPrunedGradient(net, net.unused).attribute(x, 0)
     reused = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
     model = nn.Sequential(reused, reused, nn.Linear(6, 2)).eval()
-    with pytest.raises(RuntimeError, match="more than once"):
+    with pytest.raises(RuntimeError, match="called 2 times per forward"):
         LayerPrunedGradient(model, reused[0]).attribute(x, 0)
     with pytest.raises(ValueError, match="no neuron layer runs before 'act1'"):
         NeuronPrunedGradient(net, net.act1).attribute(x, 0)

@@ -4,9 +4,10 @@ One example at a time; plain forward hooks; the scoring pass records each neuron
 output (handing the network a copy), takes ``autograd.grad`` of the objective with respect to
 those recordings, scores ``|a * g|`` in float32 and prunes, per example, every neuron with
 ``score <= tau`` (``tau``: numpy's linear percentile of the pooled scores); the pruned pass
-returns ``output * keep`` from each neuron hook and records the attributed layer's output *as
-the layer computed it* (before its own mask, if it is a neuron layer too). Written without
-any code of the package.
+returns ``output * keep`` from each neuron hook and records the attributed layer's output as
+the rest of the network gets it (after its own mask, if it is a neuron layer too). For a
+neuron, only the calls before its layer's are pooled, and the neuron is read before any mask
+of its layer. Written without any code of the package.
 """
 import numpy as np
 import torch
@@ -62,10 +63,10 @@ def _one_example(forward_func, neuron_layers, layer, x, target, sparsity, multip
     def capture_raw(module, args, out):
         captured.append(out)
 
-    # The capture hook is registered first, so it sees the layer's own output even when
-    # the layer is a neuron layer.
-    handles = [layer.register_forward_hook(capture_raw)]
-    handles += [m.register_forward_hook(prune) for m in neuron_layers]
+    # The capture hook is registered last: it records what the rest of the network gets,
+    # after the layer's own mask when it is a neuron layer.
+    handles = [m.register_forward_hook(prune) for m in neuron_layers]
+    handles.append(layer.register_forward_hook(capture_raw))
     try:
         out = forward_func(x)
         if neuron is not None:
