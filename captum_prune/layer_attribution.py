@@ -88,11 +88,12 @@ class LayerPrunedGradient(LayerGradientXActivation):
     are the model's modules, found once at construction.
 
     **The attributed layer's own units** are pruned only if the layer is itself one of the
-    neuron ``layers`` (by default, when it is an activation module). Its output ``h`` is then
-    taken as the layer computed it, before its mask, so the units it prunes get a zero
-    gradient and a zero attribution. Embeddings, blocks and linear layers are not neuron layers
-    by default and are never masked themselves. Their activation ``h`` is the one of the
-    pruned pass: for a layer after some neuron layers it differs from the unpruned one.
+    neuron ``layers`` (by default, when it is an activation module). Its output ``h`` is, as
+    in Captum, what the rest of the network receives: after its mask, so its pruned units have
+    ``h = 0`` and a zero attribution (with ``multiply_by_inputs=False`` their gradient is the
+    one of the pruned network downstream). Embeddings, blocks and linear layers are not neuron
+    layers by default and are never masked themselves. ``h`` is the activation of the pruned
+    pass: for a layer after some neuron layers it differs from the unpruned one.
 
     A layer must run once per forward (a module called twice raises a ``RuntimeError``, as
     does one never called); layers returning a tuple of tensors give a tuple of attributions,
