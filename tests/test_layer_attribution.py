@@ -202,3 +202,29 @@ class _TruncatedNet(nn.Module):
         n = self.net
         a, b = n.pair(n.act1(n.fc1(n.inp(x))))
         return n.fc2(a + b)[:, 4]
+
+
+def test_register_activation_type():
+    from captum_prune import find_activation_layers, register_activation_type
+    from captum_prune.layers import activation_types
+
+    class Cube(nn.Module):
+        def forward(self, x):
+            return x ** 3
+
+    model = nn.Sequential(nn.Linear(3, 3), Cube(), nn.Tanh())
+    assert [n for n, _ in find_activation_layers(model)] == ["2"]
+    register_activation_type(f"{__name__}.NotYetDefined")  # by name: resolved when it exists
+    assert register_activation_type(Cube) is Cube
+    try:
+        assert [n for n, _ in find_activation_layers(model)] == ["1", "2"]
+    finally:
+        from captum_prune import layers
+
+        layers._REGISTERED_TYPES.remove(Cube)
+        layers._REGISTERED_PATHS.remove(f"{__name__}.NotYetDefined")
+    assert Cube not in activation_types()
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        register_activation_type(3)
+    with pytest.raises(ValueError, match="dotted path"):
+        register_activation_type("Cube")

@@ -208,3 +208,33 @@ def test_nothing_changes_and_clear_errors(gpt2, tokenizer, ids):
     )
     assert out.shape == (3, 6, 32) and bool((out != 0).any())
     assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize(
+    "activation, kind",
+    [("gelu_pytorch_tanh", "GELUTanh"), ("silu", "SiLUActivation"), ("gelu", "GELUActivation"),
+     ("swish", "SiLU")],
+)
+def test_gelu_and_silu_mlps_are_neurons(ids, activation, kind):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(5)
+    model = GPT2LMHeadModel(GPT2Config(
+        n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=40,
+        activation_function=activation,
+    )).eval()
+    found = find_activation_layers(model)
+    assert [type(m).__name__ for _, m in found] == [kind]
+    lm = NextTokenLogits(model)
+    ours = LayerPrunedGradient(lm, model.transformer.wte).attribute(ids, TARGET, sparsity=0.0)
+    theirs = LayerGradientXActivation(lm, model.transformer.wte).attribute(ids, TARGET)
+    torch.testing.assert_close(ours, theirs.detach(), rtol=0, atol=1e-7)
+    pruned = LayerPrunedGradient(lm, model.transformer.wte).attribute(
+        ids, TARGET, sparsity=0.8, grad_kwargs={"retain_graph": False}
+    )
+    oracle = torch.cat([
+        oracle_layer_attribution(lm, [found[0][1]], model.transformer.wte, ids[i : i + 1], t,
+                                 0.8)[0]
+        for i, t in enumerate(TARGET)
+    ])
+    torch.testing.assert_close(pruned, oracle, rtol=1e-5, atol=1e-7)
