@@ -87,6 +87,11 @@ class NeuronForward:
         if threading.get_ident() != self._thread:
             return
         tensors = tuple(t for t in recorded if isinstance(t, Tensor))
+        if not tensors:
+            raise ValueError(
+                f"layer: '{self.name}' {'received' if self.to_input else 'returned'} no "
+                "tensor, so the neuron cannot be read from it"
+            )
         value = verify_select_neuron(tensors, self.neuron_selector)
         num_examples = tensors[0].shape[0]
         if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != num_examples \

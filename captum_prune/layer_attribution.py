@@ -231,7 +231,7 @@ class LayerPrunedGradient(LayerGradientXActivation):
         ):
             _check_one_call(name, len(activations))
             grads, acts = gradients[0], activations[0]
-            _check_floating(name, acts)
+            _check_tensors(name, acts)
             results.append(format_output(len(acts) > 1, self.multiply_gradient_acts(grads, acts)))
         return results[0] if isinstance(self.layer, nn.Module) else results
 
@@ -251,7 +251,13 @@ def _check_one_call(name: str, calls: int) -> None:
         )
 
 
-def _check_floating(name: str, tensors: Tuple[Tensor, ...]) -> None:
+def _check_tensors(name: str, tensors: Tuple[Tensor, ...]) -> None:
+    if not tensors:
+        raise ValueError(
+            f"layer: '{name}' received no positional tensor inputs (called with keyword "
+            "arguments only?), so there is nothing to attribute to; attribute to its output or "
+            "to another layer"
+        )
     for t in tensors:
         if not t.is_floating_point():
             raise TypeError(

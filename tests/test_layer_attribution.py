@@ -228,3 +228,21 @@ def test_register_activation_type():
         register_activation_type(3)
     with pytest.raises(ValueError, match="dotted path"):
         register_activation_type("Cube")
+
+
+def test_layer_called_with_keyword_arguments_only():
+    class KeywordNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.act = nn.ReLU()
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(self.act(self.fc(input=x)))
+
+    model = KeywordNet().eval()
+    x = torch.randn(2, 4)
+    with pytest.raises(ValueError, match="no positional tensor inputs"):
+        LayerPrunedGradient(model, model.fc).attribute(x, 0, attribute_to_layer_input=True)
+    assert LayerPrunedGradient(model, model.fc).attribute(x, 0, sparsity=0.5).shape == (2, 4)
