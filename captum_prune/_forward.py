@@ -11,8 +11,8 @@ says in a ``ValueError`` or ``TypeError`` naming ``target`` what Captum would re
   from the end); what is left after them must be one value per example (so an int selects
   from a ``(N, C)`` output, or from ``(N, C, 1)``, but not from ``(N, 3, 5)``).
 - a list, or a 1-D integer tensor, with one entry per example: ints (``>= 0``) on a 2-D
-  output, or tuples as above. The type of the entries is that of the first (as in Captum);
-  mixed lists are refused.
+  output, or tuples of one length as above. The type of the entries is that of the first (as
+  in Captum); mixed lists are refused.
 """
 import math
 from typing import Any, Sequence, Tuple
@@ -126,6 +126,11 @@ def _check_list(target: list, shape, num_examples: int) -> None:
                 f"{type(item).__name__} among {type(target[0]).__name__}s"
             )
         if tuples:
+            if len(item) != len(target[0]):
+                raise ValueError(
+                    f"target: the tuples of a list target must have the same length, got "
+                    f"{target[0]!r} and {item!r}"
+                )
             _check_indices(item, shape, target, "the tuple")
             continue
         if len(shape) != 2:

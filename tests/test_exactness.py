@@ -387,6 +387,40 @@ def test_an_int_target_on_a_three_dimensional_output_is_refused_like_captum():
     PrunedGradient(model).attribute(x, target=(1, 2))  # a full multi-index works
 
 
+class _ThreeByOne(_ThreeByFive):
+    def forward(self, x):
+        return self.out(self.relu(self.fc(x)))[:, :3].reshape(-1, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "target", [1, -1, (2,), (2, 0), [(0,), (1,)], [(0, 0), (1, 0)], torch.tensor(2)]
+)
+def test_targets_follow_captums_rules(target):
+    from captum.attr import Saliency
+
+    model, x = _net(factory=_ThreeByOne), _x(shape=(2, 10))
+    expected = Saliency(model).attribute(x.clone().requires_grad_(), target=target, abs=False)
+    got = PrunedGradient(model).attribute(x, target=target, sparsity=0.0)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize(
+    "target, match",
+    [
+        (torch.tensor(1.0), "integer"),
+        ([(0, 0), 1], "either ints or tuples"),
+        ([(0, 0), (1,)], "the same length"),
+        ([0, 1], "2-D output"),
+        ((0, 0, 0), "needs 2"),
+        ("1", "expected None, an int"),
+    ],
+)
+def test_targets_captum_refuses_are_named(target, match):
+    model, x = _net(factory=_ThreeByOne), _x(shape=(2, 10))
+    with pytest.raises((ValueError, TypeError), match=match):
+        PrunedGradient(model).attribute(x, target=target)
+
+
 def test_warnings_point_at_the_callers_line():
     model = _net()
     with warnings.catch_warnings(record=True) as caught:
