@@ -212,9 +212,9 @@ def test_nothing_changes_and_clear_errors(gpt2, tokenizer, ids):
 
 @pytest.mark.parametrize(
     "activation, kind",
-    [("gelu_pytorch_tanh", "GELUTanh"), ("silu", "SiLUActivation"), ("gelu", "GELUActivation"),
-     ("swish", "SiLU")],
-)
+    [("gelu_pytorch_tanh", {"GELUTanh", "PytorchGELUTanh"}), ("silu", {"SiLUActivation", "SiLU"}),
+     ("gelu", {"GELUActivation"}), ("swish", {"SiLU"})],
+)  # (class names differ between transformers versions)
 def test_gelu_and_silu_mlps_are_neurons(ids, activation, kind):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -224,7 +224,7 @@ def test_gelu_and_silu_mlps_are_neurons(ids, activation, kind):
         activation_function=activation,
     )).eval()
     found = find_activation_layers(model)
-    assert [type(m).__name__ for _, m in found] == [kind]
+    assert len(found) == 1 and type(found[0][1]).__name__ in kind
     lm = NextTokenLogits(model)
     ours = LayerPrunedGradient(lm, model.transformer.wte).attribute(ids, TARGET, sparsity=0.0)
     theirs = LayerGradientXActivation(lm, model.transformer.wte).attribute(ids, TARGET)
