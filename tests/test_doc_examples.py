@@ -16,6 +16,7 @@ MODULES = (
     "captum_prune.pruned_gradient",
     "captum_prune.pathway",
     "captum_prune.layers",
+    "captum_prune.layer_attribution",
     "captum_prune.criteria",
     "captum_prune.selection",
     "captum_prune.hooks",
