@@ -13,6 +13,11 @@ Protocols beyond the paper's:
 - :func:`grid_pointing_game`: GridPG on grids of confidently classified images.
 - :func:`efficient_mprt`, :func:`smooth_mprt`: bottom-up randomisation checks (eMPRT, sMPRT).
 
+Pathway analysis:
+
+- :func:`local_linearity`: the first-order error of the pathway (masks fixed) and of the full
+  network in L2 balls around each input, flipped ReLU units, the stable radius.
+
 Shared pieces: :func:`rank_pixels` (seeded random tie-breaking, used by every ordering
 protocol), :class:`RandomAttribution` (the random-map control), and :func:`bootstrap_ci`,
 :func:`paired_bootstrap_ci`, :func:`combine_models` (confidence intervals).
@@ -28,6 +33,7 @@ from captum_prune.evaluation.grid_pointing import (
     grid_pointing_game,
     make_grids,
 )
+from captum_prune.evaluation.linearity import LocalLinearityResult, local_linearity
 from captum_prune.evaluation.localisation import (
     LocalisationResult,
     attribution_mass_in_box,
@@ -68,6 +74,7 @@ __all__ = [
     "EfficientMprtResult",
     "GridPointingResult",
     "GridSet",
+    "LocalLinearityResult",
     "LocalisationResult",
     "ModelSpread",
     "PerturbationResult",
@@ -87,6 +94,7 @@ __all__ = [
     "efficient_mprt",
     "grid_pointing_game",
     "histogram_entropy",
+    "local_linearity",
     "make_grids",
     "noisy_linear_impute",
     "paired_bootstrap_ci",

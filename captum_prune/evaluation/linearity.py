@@ -1,0 +1,541 @@
+r"""Local linearity of the critical pathway: how far its first-order prediction holds.
+
+The paper's argument for the pathway gradient is that the pruned network is *locally linear*
+in an L2 ball around the input, so that its gradient describes it faithfully.
+:func:`local_linearity` measures that on any model: for ``n_directions`` random directions
+``u`` (Gaussian, normalised to unit L2 norm over the whole input of one example) and each
+radius ``r``, with ``delta = r * u``,
+
+.. math::
+
+   e(x, \delta) = \frac{|F(x+\delta) - F(x) - \nabla F(x) \cdot \delta|}{|F(x+\delta) - F(x)|}
+
+where ``F`` is the target's output (the logit, as the method differentiates it). It is
+measured for the pruned network with its masks held fixed (the pathway selected at ``x``,
+evaluated at ``x + delta`` by a forward-only masked pass) and for the full, unpruned network.
+
+Definitions:
+
+- **Undefined errors.** Where ``F(x+delta) == F(x)`` exactly the ratio is undefined: it is NaN
+  in :attr:`LocalLinearityResult.error`, counted by :meth:`~LocalLinearityResult.n_undefined`
+  and left out of every summary, never shown as a number.
+- **Effective step.** The linear term uses the step the model actually received,
+  ``(x + delta) - x`` computed after rounding ``x + delta`` to the input's dtype, so rounding
+  of the perturbed input does not count as non-linearity. Differences are taken in float64;
+  in float32 the error of a linear function is still about ``1e-7 |F| / |F(x+delta) - F(x)|``
+  (the rounding of the model's own output), which dominates at tiny radii. Use a float64
+  model and inputs to see below that floor.
+- **Flipped units.** The ReLU units are the neurons of the layer calls of ``nn.ReLU``,
+  ``nn.LeakyReLU`` and ``nn.PReLU`` modules; a unit is *on* where its output (before the
+  mask) is positive. For the pathway, the units counted are the kept ones, and their state is
+  read in the masked network (at ``x`` and at ``x + delta``); for the full network, all units.
+  :attr:`LocalLinearityResult.flipped` is the share of them whose state differs between ``x``
+  and ``x + delta`` (NaN where there are none). In a network whose only non-linearity is ReLU,
+  no flip means the same linear region, so the error is zero up to rounding; max-pooling and
+  smooth activations can bend the function without a flip.
+- **Stable radius.** Per example, the largest radius ``r_k`` such that at every radius up to
+  and including it the error of *every* (defined) direction is at most ``tolerance``; 0.0 if
+  the smallest radius already fails, NaN if no error was defined. It is censored at the
+  largest radius given.
+- **Directions** are drawn per example from a generator seeded with ``(seed, example index)``,
+  so they do not depend on ``batch_size`` or on the other examples, and the same unit
+  direction is used at every radius. The caller's random number generators are left as they
+  were.
+"""
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from captum_prune._shared import check_int, is_number
+from captum_prune.evaluation._explain import jsonable
+from captum_prune.evaluation.statistics import DEFAULT_N_BOOT, bootstrap_ci
+
+#: Radii (absolute L2 norms in input space) used when none are given.
+DEFAULT_RADII = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+#: Layers whose units have an on/off state (output > 0).
+RELU_TYPES = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
+
+FULL_NETWORK = "full network"
+
+
+@dataclass
+class LocalLinearityResult:
+    r"""
+    What :func:`local_linearity` measured.
+
+    Attributes:
+        networks (list[str]): ``"full network"`` and ``"pathway <sparsity>"`` labels, one per
+                    network measured (the first dimension of the tensors below).
+        sparsities (list): The sparsity of each network (None for the full network).
+        radii (list[float]): The L2 radii, increasing.
+        tolerance (float): The error bound of :attr:`stable_radius`.
+        seed (int): Seed of the directions.
+        error (Tensor): ``(K, N, R, D)`` float64 relative errors (networks x examples x radii
+                    x directions), NaN where undefined.
+        flipped (Tensor): ``(K, N, R, D)`` share of the network's ReLU units whose on/off
+                    state flipped, NaN where it has none.
+        stable_radius (Tensor): ``(K, N)`` largest radius with every error below
+                    ``tolerance`` (see the module docstring).
+        value (Tensor): ``(K, N)`` the target's output ``F(x)`` of each network.
+    """
+
+    networks: List[str]
+    sparsities: List[Optional[float]]
+    radii: List[float]
+    tolerance: float
+    seed: int
+    error: Tensor
+    flipped: Tensor
+    stable_radius: Tensor
+    value: Tensor
+
+    @property
+    def n_directions(self) -> int:
+        return int(self.error.shape[3])
+
+    def index(self, network: Any) -> int:
+        r"""Position of a network, given by its label, its sparsity or its position."""
+        if isinstance(network, str):
+            if network not in self.networks:
+                raise ValueError(f"network: {network!r} is not one of {self.networks}")
+            return self.networks.index(network)
+        if isinstance(network, int) and not isinstance(network, bool):
+            if not -len(self.networks) <= network < len(self.networks):
+                raise ValueError(f"network: position {network} out of range")
+            return network % len(self.networks)
+        for k, sparsity in enumerate(self.sparsities):
+            if sparsity is not None and sparsity == network:
+                return k
+        raise ValueError(f"network: no network with sparsity {network!r}; have {self.sparsities}")
+
+    def example_error(self) -> Tensor:
+        r"""``(K, N, R)``: the median error over the defined directions (NaN if none)."""
+        return torch.from_numpy(_nan_reduce(np.nanmedian, self.error.numpy(), axis=3))
+
+    def n_undefined(self) -> Tensor:
+        r"""``(K, R)``: how many (example, direction) errors are undefined."""
+        return torch.isnan(self.error).sum(dim=(1, 3))
+
+    def median_error(self) -> Tensor:
+        r"""``(K, R)``: median over examples of :meth:`example_error`."""
+        return torch.from_numpy(_nan_reduce(np.nanmedian, self.example_error().numpy(), axis=1))
+
+    def flip_share(self) -> Tensor:
+        r"""``(K, R)``: mean share of flipped units over examples and directions."""
+        return torch.from_numpy(_nan_reduce(np.nanmean, self.flipped.numpy(), axis=(1, 3)))
+
+    def ci(self, network: Any, n_boot: int = DEFAULT_N_BOOT, level: float = 0.95,
+           seed: int = 0) -> List[Any]:
+        r"""Bootstrap CI over examples of the mean of :meth:`example_error`, per radius."""
+        return bootstrap_ci(self.example_error()[self.index(network)], n_boot, level, seed)
+
+    def to_dict(self, per_example: bool = False) -> Dict[str, Any]:
+        r"""JSON-ready summary per network: median and mean (with its 95% bootstrap CI) of the
+        per-example error, flip share, undefined count and stable radius, per radius.
+        ``per_example=True`` adds the ``(N, R)`` per-example errors and stable radii."""
+        medians, undefined, flips = self.median_error(), self.n_undefined(), self.flip_share()
+        networks = []
+        for k, name in enumerate(self.networks):
+            cis = self.ci(k)
+            entry = {
+                "network": name,
+                "sparsity": self.sparsities[k],
+                "median_error": jsonable(medians[k]),
+                "mean_error": [jsonable(c.mean) for c in cis],
+                "ci": [c.to_dict() for c in cis],
+                "flip_share": jsonable(flips[k]),
+                "n_undefined": undefined[k].tolist(),
+                "stable_radius": bootstrap_ci(self.stable_radius[k]).to_dict(),
+            }
+            if per_example:
+                entry["example_error"] = jsonable(self.example_error()[k])
+                entry["stable_radius_per_example"] = jsonable(self.stable_radius[k])
+            networks.append(entry)
+        return {
+            "protocol": "local_linearity",
+            "radii": list(self.radii),
+            "tolerance": self.tolerance,
+            "seed": self.seed,
+            "n_examples": int(self.error.shape[1]),
+            "n_directions": self.n_directions,
+            "networks": networks,
+        }
+
+
+def _nan_reduce(reduce, values: np.ndarray, axis) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
+        return np.asarray(reduce(values, axis=axis), dtype=np.float64)
+
+
+# ---------------------------------------------------------------------- argument checks
+
+
+def check_radii(radii: Any) -> List[float]:
+    r"""A non-empty, strictly increasing sequence of positive finite radii."""
+    try:
+        values = [float(r) for r in radii]
+    except (TypeError, ValueError):
+        raise ValueError(f"radii: expected a sequence of positive numbers, got {radii!r}") from None
+    if not values:
+        raise ValueError("radii: must not be empty")
+    if any(not (math.isfinite(r) and r > 0) for r in values):
+        raise ValueError(f"radii: every radius must be positive and finite, got {values}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"radii: must be strictly increasing, got {values}")
+    return values
+
+
+def _check_tolerance(tolerance: Any) -> float:
+    if not is_number(tolerance) or not (math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance: must be a positive finite number, got {tolerance!r}")
+    return float(tolerance)
+
+
+# ---------------------------------------------------------------------- directions
+
+
+def example_generator(seed: int, example: int) -> torch.Generator:
+    r"""The CPU generator of example ``example``'s directions: seeded from ``(seed, example)``
+    only, so an example's directions do not depend on the batch it comes in."""
+    state = np.random.SeedSequence([seed, example]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def unit_directions(
+    inputs: Tuple[Tensor, ...], n_directions: int, seed: int
+) -> Tuple[Tensor, ...]:
+    r"""``n_directions`` Gaussian directions per example, of unit L2 norm over all inputs of
+    that example, in float64 on the CPU: one ``(N, D, *shape)`` tensor per input."""
+    n = inputs[0].shape[0]
+    per_input: List[List[Tensor]] = [[] for _ in inputs]
+    for i in range(n):
+        gen = example_generator(seed, i)
+        draws = [torch.randn((n_directions,) + tuple(x.shape[1:]), generator=gen,
+                             dtype=torch.float64) for x in inputs]
+        norm = torch.sqrt(sum(d.flatten(1).pow(2).sum(1) for d in draws))
+        for j, d in enumerate(draws):
+            per_input[j].append(d / norm.view((-1,) + (1,) * (d.dim() - 1)))
+    return tuple(torch.stack(ds) for ds in per_input)
+
+
+# ---------------------------------------------------------------------- the measurement
+
+
+def local_linearity(
+    model: Any,
+    inputs: Any,
+    target: Any = None,
+    radii: Sequence[float] = DEFAULT_RADII,
+    sparsities: Sequence[float] = (0.85,),
+    *,
+    full_network: bool = True,
+    n_directions: int = 8,
+    tolerance: float = 0.05,
+    seed: int = 0,
+    batch_size: int = 256,
+    additional_forward_args: Any = None,
+    layers: Any = None,
+    batch_dims: Any = None,
+    **options: Any,
+) -> LocalLinearityResult:
+    r"""
+    Relative error of the first-order prediction around each input, for the pathway (masks
+    fixed) at each sparsity and for the full network; the share of ReLU units that flip; and
+    the largest radius at which the error stays below ``tolerance``. See the module docstring
+    for the exact definitions.
+
+    Cost per network: one forward and backward pass at the inputs (the gradient), plus
+    ``N x len(radii) x n_directions`` forward-only rows, ``batch_size`` rows per pass; and for
+    the pathways one :meth:`~captum_prune.PrunedGradient.sweep` (one scoring pass for all
+    sparsities).
+
+    Args:
+
+        model (nn.Module, callable or PrunedGradient): The model, or a
+                    :class:`~captum_prune.PrunedGradient` whose layers and batch dimensions
+                    define the neurons.
+        inputs (Tensor or tuple[Tensor, ...]): The inputs, batch first.
+        target (optional): The output whose linearity is measured, in Captum's forms; it also
+                    selects the pathway.
+        radii (sequence of float, optional): Increasing L2 radii (absolute, in input units).
+                    Default: :data:`DEFAULT_RADII`
+        sparsities (sequence of float, optional): One pathway per sparsity (may be empty).
+                    Default: ``(0.85,)``
+        full_network (bool, optional): Also measure the unpruned network (first).
+                    Default: True
+        n_directions (int, optional): Random directions per example. Default: 8
+        tolerance (float, optional): Error bound of the stable radius. Default: 0.05
+        seed (int, optional): Seed of the directions. Default: 0
+        batch_size (int, optional): Perturbed rows per forward pass (the results do not
+                    depend on it). Default: 256
+        additional_forward_args (optional): Extra forward arguments, as in Captum; tensors
+                    whose first dimension is the batch are taken per example.
+        layers, batch_dims (optional): As in :class:`~captum_prune.PrunedGradient`, when
+                    ``model`` is not one.
+        **options: Further options of :meth:`~captum_prune.PrunedGradient.pathway`
+                    (``criterion``, ``selection``, ``threshold``, ...).
+
+    Returns:
+        :class:`LocalLinearityResult`
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_prune.evaluation import local_linearity
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(16, 3)).double().eval()
+        >>> x = torch.randn(4, 6, dtype=torch.float64)
+        >>> result = local_linearity(model, x, target=0, radii=[1e-3, 1e-1, 10.0],
+        ...                          sparsities=[0.5], n_directions=4)
+        >>> result.networks
+        ['full network', 'pathway 0.5']
+        >>> result.error.shape  # networks x examples x radii x directions
+        torch.Size([2, 4, 3, 4])
+        >>> bool(result.median_error()[:, 0].max() < 1e-6)  # linear at a tiny radius
+        True
+    """
+    from captum_prune import _safety
+    from captum_prune.pruned_gradient import PrunedGradient
+
+    radii = check_radii(radii)
+    sparsities = _check_sparsities(sparsities)
+    check_int("n_directions", n_directions, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    tolerance = _check_tolerance(tolerance)
+    if not isinstance(full_network, bool):
+        raise TypeError(f"full_network: expected a bool, got {type(full_network).__name__}")
+    if not full_network and not sparsities:
+        raise ValueError("sparsities: empty and full_network=False leaves nothing to measure")
+    if isinstance(model, PrunedGradient):
+        if layers is not None or batch_dims is not None:
+            raise ValueError("layers: give layers and batch_dims to the PrunedGradient instead")
+        method = model
+    elif sparsities or layers is not None or _has_activations(model):
+        method = PrunedGradient(model, layers=layers, batch_dims=batch_dims)
+    else:  # the full network of a model without neuron layers (a linear model, say)
+        _safety.check_forward_func(model)
+        method = _NoLayers(model)
+    _safety.check_grad_mode()
+    prepared = _safety.prepare_inputs(inputs)
+    directions = unit_directions(prepared, n_directions, seed)
+
+    networks: List[str] = []
+    masks_per_network: List[Optional[List[Tensor]]] = []
+    if full_network:
+        networks.append(FULL_NETWORK)
+        masks_per_network.append(None)
+    cuda = sorted({x.device.index or 0 for x in prepared if x.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):  # a "random" criterion draws from it
+        if sparsities:
+            pathways = [  # TODO(engine): one sweep
+                method.pathway(inputs, target, additional_forward_args, sparsity=s, **options)
+                for s in sparsities
+            ]
+            for sparsity, pathway in zip(sparsities, pathways):
+                networks.append(f"pathway {sparsity:g}")
+                masks_per_network.append(pathway.masks)
+        measured = [
+            _measure(method, prepared, target, additional_forward_args, masks, radii,
+                     directions, batch_size)
+            for masks in masks_per_network
+        ]
+    error = torch.stack([m[0] for m in measured])
+    flipped = torch.stack([m[1] for m in measured])
+    value = torch.stack([m[2] for m in measured])
+    return LocalLinearityResult(
+        networks=networks,
+        sparsities=([None] if full_network else []) + list(sparsities),
+        radii=radii,
+        tolerance=tolerance,
+        seed=seed,
+        error=error,
+        flipped=flipped,
+        stable_radius=stable_radius(error, radii, tolerance),
+        value=value,
+    )
+
+
+class _NoLayers:
+    """The neuron layers of a model that has none: its full network has no ReLU units."""
+
+    def __init__(self, forward_func: Any) -> None:
+        self.forward_func = forward_func
+        self.layers: List[nn.Module] = []
+        self.layer_names: List[str] = []
+        self.batch_dims: List[int] = []
+
+
+def _has_activations(model: Any) -> bool:
+    from captum_prune.layers import find_activation_layers
+
+    return not isinstance(model, nn.Module) or bool(find_activation_layers(model))
+
+
+def _check_sparsities(sparsities: Any) -> List[float]:
+    if isinstance(sparsities, (str, bytes)) or not hasattr(sparsities, "__iter__"):
+        raise ValueError(
+            f"sparsities: expected a sequence of numbers in [0, 1), got {sparsities!r}")
+    values = list(sparsities)
+    for s in values:
+        if not is_number(s) or not 0.0 <= s < 1.0:
+            raise ValueError(f"sparsities: every sparsity must be in [0.0, 1.0), got {s!r}")
+    return [float(s) for s in values]
+
+
+def stable_radius(error: Tensor, radii: Sequence[float], tolerance: float) -> Tensor:
+    r"""``(K, N)`` from ``(K, N, R, D)`` errors: the largest radius up to which every defined
+    error is at most ``tolerance`` (0.0 if the first defined radius fails, NaN if none is
+    defined)."""
+    violated = (error > tolerance).any(dim=3)  # NaN compares False: undefined never violates
+    defined = (~torch.isnan(error)).any(dim=3)
+    ok_so_far = torch.cumprod((~violated).to(torch.int64), dim=2).bool()
+    radius = torch.tensor(radii, dtype=torch.float64)
+    usable = ok_so_far & defined
+    best = torch.where(usable, radius, torch.zeros_like(radius)).amax(dim=2)
+    return torch.where(defined.any(dim=2), best, torch.full_like(best, math.nan))
+
+
+def _measure(
+    method: Any,
+    inputs: Tuple[Tensor, ...],
+    target: Any,
+    additional_forward_args: Any,
+    masks: Optional[List[Tensor]],
+    radii: List[float],
+    directions: Tuple[Tensor, ...],
+    batch_size: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Errors ``(N, R, D)``, flip shares ``(N, R, D)`` and ``F(x)`` ``(N,)`` of one network."""
+    from captum_prune.criteria import _take_args, _take_target
+
+    n, n_radii, n_dirs = inputs[0].shape[0], len(radii), directions[0].shape[1]
+    passes = _Passes(method, masks)
+    examples = torch.arange(n)
+    value_x, grads = passes.at_inputs(inputs, target, additional_forward_args)
+    grads64 = [g.detach().double().cpu() for g in grads]
+    x64 = [x.detach().double().cpu() for x in inputs]
+    radius = torch.tensor(radii, dtype=torch.float64)
+    total = n * n_radii * n_dirs
+    error = torch.empty(total, dtype=torch.float64)
+    flipped = torch.empty(total, dtype=torch.float64)
+    for start in range(0, total, batch_size):
+        rows = torch.arange(start, min(start + batch_size, total))
+        example = rows // (n_radii * n_dirs)
+        r = radius[(rows // n_dirs) % n_radii]
+        d = rows % n_dirs
+        perturbed, linear = [], torch.zeros(rows.numel(), dtype=torch.float64)
+        for x, x_64, g_64, u in zip(inputs, x64, grads64, directions):
+            shape = (-1,) + (1,) * (x.dim() - 1)
+            moved = (x_64[example] + r.view(shape) * u[example, d]).to(x.dtype)
+            step = moved.double() - x_64[example]  # the step the model really gets
+            linear += (g_64[example] * step).flatten(1).sum(1)
+            perturbed.append(moved.to(x.device))
+        value, flips = passes.perturbed(
+            tuple(perturbed), example, _take_target(target, example),
+            _take_args(additional_forward_args, example, n),
+        )
+        change = value.double().cpu() - value_x[example]
+        residual = (change - linear).abs()
+        error[rows] = torch.where(change != 0, residual / change.abs(),
+                                  torch.full_like(residual, math.nan))
+        flipped[rows] = flips
+    del examples
+    shape = (n, n_radii, n_dirs)
+    return error.view(shape), flipped.view(shape), value_x
+
+
+class _Passes:
+    """The forward passes of one network (full, or the pathway with fixed masks) through the
+    method's neuron layers: the masked output where there are masks, and the on/off state of
+    the ReLU units read before the mask."""
+
+    def __init__(self, method: Any, masks: Optional[List[Tensor]]) -> None:
+        self.method = method
+        self.masks = masks
+        self.relu = [isinstance(layer, RELU_TYPES) for layer in method.layers]
+        self.reference: List[Optional[Tensor]] = []
+        self.units: Optional[Tensor] = None
+        self.calls: List[int] = []
+
+    def _forward(self, inputs, example, target, args, record: bool):
+        from captum_prune._forward import forward_with_target
+        from captum_prune.criteria import check_same_calls
+        from captum_prune.hooks import NeuronHooks
+
+        method, masks = self.method, self.masks
+        flips = torch.zeros(example.numel(), dtype=torch.float64)
+        units = torch.zeros(example.numel(), dtype=torch.float64)
+        states: List[Optional[Tensor]] = []
+
+        def transform(call: int, output: Tensor) -> Optional[Tensor]:
+            index = hooks.calls[call]
+            dim = hooks.batch_dims[index]
+            mask = None
+            if masks is not None:
+                if call >= len(masks) or masks[call].shape[1:] != output.movedim(dim, 0).shape[1:]:
+                    raise RuntimeError(
+                        f"The model's layer call {call} changed between the pathway's scoring "
+                        "pass and this pass; the masks cannot be held fixed.")
+                mask = masks[call].index_select(0, example.to(masks[call].device))
+            if self.relu[index]:
+                on = output.detach().movedim(dim, 0) > 0
+                counted = mask if mask is not None else torch.ones_like(on)
+                if record:
+                    states.append(on)
+                    units.add_(counted.flatten(1).sum(1).double().cpu())
+                else:
+                    ref = self.reference[call].index_select(0, example.to(on.device))
+                    flips.add_(((on != ref) & counted).flatten(1).sum(1).double().cpu())
+            elif record:
+                states.append(None)
+            if mask is None:
+                return None
+            return output * mask.movedim(0, dim)
+
+        with NeuronHooks(method.layers, method.layer_names, method.batch_dims) as hooks:
+            with hooks.forward_pass(transform):
+                _, values = forward_with_target(method.forward_func, inputs, target, args)
+            if record:
+                self.calls = list(hooks.calls)
+                if masks is not None and len(self.calls) != len(masks):
+                    raise RuntimeError(
+                        f"The model called the neuron layers {len(self.calls)} times but the "
+                        f"pathway has {len(masks)} layer calls; the masks cannot be held fixed.")
+            else:
+                check_same_calls(self.calls, hooks)
+        if record:
+            self.reference = states
+            self.units = units
+        return values, flips
+
+    def at_inputs(self, inputs, target, args) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """``F(x)`` (float64, CPU) and its input gradient, recording the units' states."""
+        with torch.enable_grad():
+            examples = torch.arange(inputs[0].shape[0])
+            values, _ = self._forward(inputs, examples, target, args, record=True)
+            if values.requires_grad:
+                grads = torch.autograd.grad(values.sum(), inputs, allow_unused=True)
+            else:
+                grads = (None,) * len(inputs)
+        grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads))
+        return values.detach().double().cpu(), grads
+
+    def perturbed(self, inputs, example, target, args) -> Tuple[Tensor, Tensor]:
+        """``F`` at perturbed rows of the examples ``example`` (no gradients), and the share
+        of the counted units whose state differs from the example's at the inputs."""
+        with torch.no_grad():
+            values, flips = self._forward(inputs, example, target, args, record=False)
+        units = self.units[example]
+        share = torch.where(units > 0, flips / units.clamp(min=1),
+                            torch.full_like(flips, math.nan))
+        return values.detach(), share
