@@ -3,6 +3,7 @@ r"""captum-prune: input-specific network pruning ("pathway gradient") attributio
 The public API at a glance:
 
 - :class:`PrunedGradient` - the attribution method (a Captum ``GradientAttribution``).
+- :class:`PruningOptions` - its options as one validated value.
 - :class:`Pathway` - the critical pathway of an input, from :meth:`PrunedGradient.pathway`.
 - :func:`pathway_jaccard` - overlap of two pathways.
 - :func:`find_activation_layers` and :data:`ACTIVATION_TYPES` - the default neuron layers.
@@ -10,6 +11,7 @@ The public API at a glance:
 """
 from captum_prune.layers import ACTIVATION_TYPES, find_activation_layers
 from captum_prune.maps import MapStore, attribute_dataset
+from captum_prune.options import PruningOptions
 from captum_prune.pathway import Pathway, pathway_jaccard
 from captum_prune.pruned_gradient import PrunedGradient
 
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PrunedGradient",
+    "PruningOptions",
     "Pathway",
     "pathway_jaccard",
     "find_activation_layers",

@@ -1,34 +1,23 @@
 r"""PrunedGradient: the pathway gradient of Khakzar et al. as a Captum attribution method."""
-import contextlib
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
-import torch
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _is_tuple,
-)
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_prune import _fast, _safety
-from captum_prune._forward import forward_with_target
-from captum_prune.criteria import CRITERIA, SCORERS, check_same_calls
-from captum_prune.hooks import NeuronHooks
+from captum_prune import _engine, _safety
+from captum_prune._captum import (
+    TargetType,
+    TensorOrTupleOfTensorsGeneric,
+    format_output,
+    is_tuple,
+)
+from captum_prune._engine import PHASES
 from captum_prune.layers import BatchDimsArg, LayersArg, resolve_batch_dims, resolve_layers
+from captum_prune.options import DEFAULT_SPARSITY, PruningOptions
 from captum_prune.pathway import Pathway
-from captum_prune.selection import SELECTIONS, THRESHOLDS, select
 
-#: The paper's code default (``percentile_to_prune=85``).
-DEFAULT_SPARSITY = 0.85
-
-#: The steps of one call, labelled for ``torch.profiler`` as ``"PrunedGradient.<step>"``:
-#: scoring pass (forward and backward), selection of the pathway, pass through the pruned
-#: network (forward and backward).
-PHASES = ("score", "select", "pruned_pass")
+__all__ = ["PrunedGradient", "DEFAULT_SPARSITY", "PHASES"]
 
 
 class PrunedGradient(GradientAttribution):
@@ -183,11 +172,14 @@ class PrunedGradient(GradientAttribution):
             >>> a.shape == smooth.shape == x.shape
             True
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        gradients, _ = self._run(
-            inputs, target, additional_forward_args, _options(locals()), want_pathway=False
+        options = PruningOptions(
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
         )
-        return _format_output(is_inputs_tuple, gradients)
+        gradients, _ = self._run(
+            inputs, target, additional_forward_args, options, want_pathway=False
+        )
+        return format_output(is_tuple(inputs), gradients)
 
     def pathway(
         self,
@@ -223,85 +215,40 @@ class PrunedGradient(GradientAttribution):
             >>> [round(f, 2) for f in path.kept_fraction.tolist()]
             [0.1, 0.1]
         """
-        _, found = self._run(
-            inputs, target, additional_forward_args, _options(locals()), want_pathway=True
+        options = PruningOptions(
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
         )
+        _, found = self._run(inputs, target, additional_forward_args, options, want_pathway=True)
         assert found is not None
         return found
 
     # ------------------------------------------------------------------ internals
-
-    @staticmethod
-    def _check_options(options: dict) -> None:
-        _safety.check_number("sparsity", options["sparsity"], 0.0, 1.0, high_open=True)
-        _safety.check_choice("criterion", options["criterion"], CRITERIA)
-        _safety.check_choice("selection", options["selection"], SELECTIONS)
-        _safety.check_choice("threshold", options["threshold"], THRESHOLDS)
-        _safety.check_positive_int("n_steps", options["n_steps"])
-        _safety.check_choice("method", options["method"], tuple(SUPPORTED_METHODS))
-        _safety.check_positive_int(
-            "internal_batch_size", options["internal_batch_size"], optional=True
-        )
 
     def _run(
         self,
         inputs: Any,
         target: TargetType,
         additional_forward_args: Any,
-        options: dict,
+        options: PruningOptions,
         want_pathway: bool,
     ) -> Tuple[Tuple[Tensor, ...], Optional[Pathway]]:
-        _safety.check_grad_mode()
-        self._check_options(options)
-        if options["criterion"] == "integrated_gradients" and any(self.batch_dims):
-            raise ValueError(
-                "criterion: 'integrated_gradients' needs batch-first layers (batch_dims 0); "
-                "use 'taylor' or 'random' with sequence-first layers"
+        r"""The three steps of the engine (:mod:`captum_prune._engine`) for the target."""
+        with _engine.session(
+            self.forward_func, self.layers, self.layer_names, self.batch_dims, inputs,
+            _engine.TargetObjective(target), additional_forward_args,
+        ) as run:
+            scored = _engine.score(run, options, keep_activations=want_pathway)
+            masks = _engine.select_masks(
+                scored.scores, options.sparsity, options.selection, options.threshold
             )
-        inputs = _safety.prepare_inputs(inputs)
-        additional_forward_args = _format_additional_forward_args(additional_forward_args)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.enable_grad())
-            hooks = stack.enter_context(
-                NeuronHooks(self.layers, self.layer_names, self.batch_dims)
-            )
-            with _phase("score"):
-                scored = SCORERS[options["criterion"]](
-                    self.forward_func,
-                    hooks,
-                    inputs,
-                    target,
-                    additional_forward_args,
-                    n_steps=options["n_steps"],
-                    method=options["method"],
-                    internal_batch_size=options["internal_batch_size"],
-                    keep_activations=want_pathway,
-                )
-            _safety.warn_if_training(hooks)
-            call_dims = [hooks.batch_dims[index] for index in scored.calls]
-            if any(call_dims):
-                scored.scores = _batch_first(scored.scores, call_dims)
-                scored.activations = _batch_first(scored.activations, call_dims)
-            with _phase("select"):
-                masks = select(
-                    scored.scores,
-                    float(options["sparsity"]),
-                    options["selection"],
-                    options["threshold"],
-                )
             scores = scored.scores if want_pathway else None
             # Free scores and activations (which may share memory) before pass 2.
             scored.scores = []
             if not want_pathway:
                 scored.activations.clear()
-            with _phase("pruned_pass"):
-                layer_masks = masks
-                if any(call_dims):
-                    layer_masks = [m.movedim(0, d) for m, d in zip(masks, call_dims)]
-                output, values, gradients = _masked_gradients(
-                    self.forward_func, hooks, scored.calls, layer_masks, inputs, target,
-                    additional_forward_args,
-                )
+            pruned = _engine.pruned_pass(run, scored.calls, masks)
+        gradients = pruned.gradients
         _warn_if_empty(gradients)
         if not want_pathway:
             return gradients, None
@@ -311,74 +258,10 @@ class PrunedGradient(GradientAttribution):
             scores=scores,
             activations=scored.activations,
             original_output=scored.output,
-            pruned_output=output,
+            pruned_output=pruned.output,
             original_target=scored.target_values,
-            pruned_target=values,
+            pruned_target=pruned.values,
         )
-
-
-#: The method options shared by :meth:`PrunedGradient.attribute` and ``pathway``.
-_OPTION_NAMES = (
-    "sparsity", "criterion", "selection", "threshold", "n_steps", "method", "internal_batch_size"
-)
-
-
-def _batch_first(tensors: List[Tensor], dims: List[int]) -> List[Tensor]:
-    """Each call's tensor with its batch dimension moved to the front."""
-    if not tensors:
-        return tensors
-    return [t.movedim(d, 0).contiguous() if d else t for t, d in zip(tensors, dims)]
-
-
-def _phase(name: str) -> torch.profiler.record_function:
-    """A ``torch.profiler`` range for one step of the method (costs microseconds unprofiled)."""
-    return torch.profiler.record_function(f"PrunedGradient.{name}")
-
-
-def _options(arguments: dict) -> dict:
-    """The method options out of a call's arguments (both public methods take the same)."""
-    return {name: arguments[name] for name in _OPTION_NAMES}
-
-
-def _masked_gradients(
-    forward_func: Callable,
-    hooks: NeuronHooks,
-    calls: List[int],
-    masks: List[Tensor],
-    inputs: Tuple[Tensor, ...],
-    target: TargetType,
-    additional_forward_args: Any,
-) -> Tuple[Tensor, Tensor, Tuple[Tensor, ...]]:
-    """Forward with every layer call multiplied by its fixed mask, then d target / d inputs."""
-
-    def apply_mask(call: int, output: Tensor) -> Optional[Tensor]:
-        if call >= len(masks) or masks[call].shape != output.shape:
-            raise RuntimeError(
-                f"The model's layer call {call} changed shape between the scoring and the "
-                "gradient pass; PrunedGradient needs a forward whose layer calls do not depend "
-                "on the values flowing through it."
-            )
-        index = hooks.calls[call]
-        if _fast.can_mask_in_place(
-            hooks.layers[index], output, hooks.hook_ids[index], hooks.foreign_hooks
-        ):
-            _fast.mask_in_place(output, masks[call])
-            return None
-        return output * masks[call]
-
-    with hooks.forward_pass(apply_mask):
-        output, values = forward_with_target(
-            forward_func, inputs, target, additional_forward_args
-        )
-    check_same_calls(calls, hooks)
-    if values.requires_grad:
-        grads = torch.autograd.grad(values.sum(), inputs, allow_unused=True)
-    else:
-        grads = (None,) * len(inputs)
-    gradients = tuple(
-        torch.zeros_like(x).detach() if g is None else g for x, g in zip(inputs, grads)
-    )
-    return output.detach(), values.detach(), gradients
 
 
 def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:

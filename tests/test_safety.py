@@ -271,7 +271,9 @@ def test_all_zero_map_warns(bias_free_net, images16):
     # Pruning every neuron of the last hidden layer cuts the input off from the output.
     pg = PrunedGradient(bias_free_net, layers=[bias_free_net.act])
     with pytest.warns(UserWarning, match="no longer depends on the input"):
-        got = pg.attribute(images16, target=0, sparsity=0.99, threshold="exact", selection="per_layer")
+        got = pg.attribute(
+            images16, target=0, sparsity=0.99, threshold="exact", selection="per_layer"
+        )
     assert torch.count_nonzero(got) == 0
 
 
