@@ -17,6 +17,9 @@ Pathway analysis:
 
 - :func:`local_linearity`: the first-order error of the pathway (masks fixed) and of the full
   network in L2 balls around each input, flipped ReLU units, the stable radius.
+- :func:`sparsity_sweep`: maps, kept-class rate and relative softmax output change at the
+  paper's sparsities (and ``"auto"``), from one scoring pass per batch; figures in
+  :mod:`captum_prune.evaluation.plots`.
 
 Shared pieces: :func:`rank_pixels` (seeded random tie-breaking, used by every ordering
 protocol), :class:`RandomAttribution` (the random-map control), and :func:`bootstrap_ci`,
@@ -60,6 +63,12 @@ from captum_prune.evaluation.sanity import (
     cascading_randomization,
     parameter_stages,
 )
+from captum_prune.evaluation.sparsity import (
+    PAPER_SPARSITIES,
+    SparsitySweepResult,
+    relative_change,
+    sparsity_sweep,
+)
 from captum_prune.evaluation.srg import SrgResult, symmetric_relevance_gain
 from captum_prune.evaluation.statistics import (
     ConfidenceInterval,
@@ -77,6 +86,7 @@ __all__ = [
     "LocalLinearityResult",
     "LocalisationResult",
     "ModelSpread",
+    "PAPER_SPARSITIES",
     "PerturbationResult",
     "PixelRanking",
     "RandomAttribution",
@@ -84,6 +94,7 @@ __all__ = [
     "RoarResult",
     "SanityCheckResult",
     "SmoothMprtResult",
+    "SparsitySweepResult",
     "SrgResult",
     "accuracy",
     "attribution_mass_in_box",
@@ -105,8 +116,10 @@ __all__ = [
     "reduce_channels",
     "remove_and_retrain",
     "remove_top_pixels",
+    "relative_change",
     "road",
     "smooth_mprt",
+    "sparsity_sweep",
     "symmetric_relevance_gain",
     "trapezoid_auc",
 ]

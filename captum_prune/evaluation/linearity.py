@@ -43,7 +43,7 @@ Definitions:
   were.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -81,6 +81,8 @@ class LocalLinearityResult:
         stable_radius (Tensor): ``(K, N)`` largest radius with every error below
                     ``tolerance`` (see the module docstring).
         value (Tensor): ``(K, N)`` the target's output ``F(x)`` of each network.
+        chosen (list[Tensor]): For each pathway, the ``(N,)`` sparsity of each example (what
+                    ``"auto"`` chose, or the fixed value).
     """
 
     networks: List[str]
@@ -92,6 +94,7 @@ class LocalLinearityResult:
     flipped: Tensor
     stable_radius: Tensor
     value: Tensor
+    chosen: List[Tensor] = field(default_factory=list)
 
     @property
     def n_directions(self) -> int:
@@ -266,7 +269,8 @@ def local_linearity(
                     selects the pathway.
         radii (sequence of float, optional): Increasing L2 radii (absolute, in input units).
                     Default: :data:`DEFAULT_RADII`
-        sparsities (sequence of float, optional): One pathway per sparsity (may be empty).
+        sparsities (sequence, optional): One pathway per sparsity, a fraction or
+                    ``"auto"`` (with ``output_change`` among ``options``); may be empty.
                     Default: ``(0.85,)``
         full_network (bool, optional): Also measure the unpruned network (first).
                     Default: True
@@ -303,7 +307,7 @@ def local_linearity(
         >>> bool(result.median_error()[:, 0].max() < 1e-6)  # linear at a tiny radius
         True
     """
-    from captum_prune import _safety
+    from captum_prune import _engine, _safety
     from captum_prune.pruned_gradient import PrunedGradient
 
     radii = check_radii(radii)
@@ -326,29 +330,27 @@ def local_linearity(
         _safety.check_forward_func(model)
         method = _NoLayers(model)
     _safety.check_grad_mode()
-    prepared = _safety.prepare_inputs(inputs)
-    directions = unit_directions(prepared, n_directions, seed)
+    directions = unit_directions(_safety.prepare_inputs(inputs), n_directions, seed)
 
-    networks: List[str] = []
-    masks_per_network: List[Optional[List[Tensor]]] = []
-    if full_network:
-        networks.append(FULL_NETWORK)
-        masks_per_network.append(None)
-    cuda = sorted({x.device.index or 0 for x in prepared if x.device.type == "cuda"})
+    networks = ([FULL_NETWORK] if full_network else []) + [
+        "pathway auto" if s == "auto" else f"pathway {s:g}" for s in sparsities]
+    entries = ([0.0] if full_network else []) + list(sparsities)  # 0: every neuron kept
+    cuda = sorted({x.device.index or 0 for x in _tensors(inputs) if x.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda):  # a "random" criterion draws from it
-        if sparsities:
-            pathways = [  # TODO(engine): one sweep
-                method.pathway(inputs, target, additional_forward_args, sparsity=s, **options)
-                for s in sparsities
-            ]
-            for sparsity, pathway in zip(sparsities, pathways):
-                networks.append(f"pathway {sparsity:g}")
-                masks_per_network.append(pathway.masks)
-        measured = [
-            _measure(method, prepared, target, additional_forward_args, masks, radii,
-                     directions, batch_size)
-            for masks in masks_per_network
-        ]
+        pathways: List[Any] = []
+        if method.layers:
+            _, pathways = method.sweep(inputs, target, additional_forward_args,
+                                       sparsities=entries, return_pathways=True, **options)
+        with _engine.session(
+            method.forward_func, method.layers, method.layer_names, method.batch_dims, inputs,
+            _engine.TargetObjective(target), additional_forward_args,
+        ) as run:
+            with torch.no_grad():
+                run.forward(None)  # the layer calls, as every pass must make them
+            calls = list(run.hooks.calls)
+            masks_per_network = [p.masks for p in pathways] or [[]]
+            measured = [_measure(run, calls, masks, radii, directions, batch_size)
+                        for masks in masks_per_network]
     error = torch.stack([m[0] for m in measured])
     flipped = torch.stack([m[1] for m in measured])
     value = torch.stack([m[2] for m in measured])
@@ -362,7 +364,13 @@ def local_linearity(
         flipped=flipped,
         stable_radius=stable_radius(error, radii, tolerance),
         value=value,
+        chosen=[p.sparsity for p in pathways][1 if full_network else 0:]
+        if pathways else [],
     )
+
+
+def _tensors(inputs: Any) -> Tuple[Tensor, ...]:
+    return (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
 
 
 class _NoLayers:
@@ -381,15 +389,17 @@ def _has_activations(model: Any) -> bool:
     return not isinstance(model, nn.Module) or bool(find_activation_layers(model))
 
 
-def _check_sparsities(sparsities: Any) -> List[float]:
+def _check_sparsities(sparsities: Any) -> List[Any]:
     if isinstance(sparsities, (str, bytes)) or not hasattr(sparsities, "__iter__"):
         raise ValueError(
-            f"sparsities: expected a sequence of numbers in [0, 1), got {sparsities!r}")
+            f"sparsities: expected a sequence of numbers in [0, 1) or 'auto', got "
+            f"{sparsities!r}")
     values = list(sparsities)
     for s in values:
-        if not is_number(s) or not 0.0 <= s < 1.0:
-            raise ValueError(f"sparsities: every sparsity must be in [0.0, 1.0), got {s!r}")
-    return [float(s) for s in values]
+        if s != "auto" and (not is_number(s) or not 0.0 <= s < 1.0):
+            raise ValueError(
+                f"sparsities: every sparsity must be in [0.0, 1.0) or 'auto', got {s!r}")
+    return [s if s == "auto" else float(s) for s in values]
 
 
 def stable_radius(error: Tensor, radii: Sequence[float], tolerance: float) -> Tensor:
@@ -406,24 +416,23 @@ def stable_radius(error: Tensor, radii: Sequence[float], tolerance: float) -> Te
 
 
 def _measure(
-    method: Any,
-    inputs: Tuple[Tensor, ...],
-    target: Any,
-    additional_forward_args: Any,
-    masks: Optional[List[Tensor]],
+    run: Any,
+    calls: List[int],
+    masks: List[Tensor],
     radii: List[float],
     directions: Tuple[Tensor, ...],
     batch_size: int,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Errors ``(N, R, D)``, flip shares ``(N, R, D)`` and ``F(x)`` ``(N,)`` of one network."""
-    from captum_prune.criteria import _take_args, _take_target
+    """Errors ``(N, R, D)``, flip shares ``(N, R, D)`` and ``F(x)`` ``(N,)`` of the network
+    with the keep-``masks`` (batch first) held fixed."""
+    from captum_prune import _engine
 
-    n, n_radii, n_dirs = inputs[0].shape[0], len(radii), directions[0].shape[1]
-    passes = _Passes(method, masks)
-    examples = torch.arange(n)
-    value_x, grads = passes.at_inputs(inputs, target, additional_forward_args)
-    grads64 = [g.detach().double().cpu() for g in grads]
-    x64 = [x.detach().double().cpu() for x in inputs]
+    n, n_radii, n_dirs = run.num_examples, len(radii), directions[0].shape[1]
+    gradients = _engine.pruned_pass(run, calls, masks).gradients
+    units = _Units(run, calls, masks)
+    value_x = units.forward(run, torch.arange(n), record=True)[0]
+    grads64 = [g.detach().double().cpu() for g in gradients]
+    x64 = [x.detach().double().cpu() for x in run.inputs]
     radius = torch.tensor(radii, dtype=torch.float64)
     total = n * n_radii * n_dirs
     error = torch.empty(total, dtype=torch.float64)
@@ -434,108 +443,59 @@ def _measure(
         r = radius[(rows // n_dirs) % n_radii]
         d = rows % n_dirs
         perturbed, linear = [], torch.zeros(rows.numel(), dtype=torch.float64)
-        for x, x_64, g_64, u in zip(inputs, x64, grads64, directions):
+        for x, x_64, g_64, u in zip(run.inputs, x64, grads64, directions):
             shape = (-1,) + (1,) * (x.dim() - 1)
             moved = (x_64[example] + r.view(shape) * u[example, d]).to(x.dtype)
             step = moved.double() - x_64[example]  # the step the model really gets
             linear += (g_64[example] * step).flatten(1).sum(1)
             perturbed.append(moved.to(x.device))
-        value, flips = passes.perturbed(
-            tuple(perturbed), example, _take_target(target, example),
-            _take_args(additional_forward_args, example, n),
-        )
-        change = value.double().cpu() - value_x[example]
+        rows_run = run.rows(example).with_inputs(tuple(perturbed))
+        value, share = units.forward(rows_run, example, record=False)
+        change = value - value_x[example]
         residual = (change - linear).abs()
         error[rows] = torch.where(change != 0, residual / change.abs(),
                                   torch.full_like(residual, math.nan))
-        flipped[rows] = flips
-    del examples
+        flipped[rows] = share
     shape = (n, n_radii, n_dirs)
     return error.view(shape), flipped.view(shape), value_x
 
 
-class _Passes:
-    """The forward passes of one network (full, or the pathway with fixed masks) through the
-    method's neuron layers: the masked output where there are masks, and the on/off state of
-    the ReLU units read before the mask."""
+class _Units:
+    """The ReLU units of one network (the kept ones where there are masks): their on/off
+    state at the inputs, and how many of them differ at perturbed rows."""
 
-    def __init__(self, method: Any, masks: Optional[List[Tensor]]) -> None:
-        self.method = method
-        self.masks = masks
-        self.relu = [isinstance(layer, RELU_TYPES) for layer in method.layers]
-        self.reference: List[Optional[Tensor]] = []
-        self.units: Optional[Tensor] = None
-        self.calls: List[int] = []
+    def __init__(self, run: Any, calls: List[int], masks: List[Tensor]) -> None:
+        self.calls, self.masks = calls, masks
+        self.relu = [isinstance(run.hooks.layers[index], RELU_TYPES) for index in calls]
+        self.dims = [run.hooks.batch_dims[index] for index in calls]
+        self.reference: List[Optional[Tensor]] = [None] * len(calls)
+        self.counted = torch.zeros(run.num_examples, dtype=torch.float64)
 
-    def _forward(self, inputs, example, target, args, record: bool):
-        from captum_prune._forward import forward_with_target
-        from captum_prune.criteria import check_same_calls
-        from captum_prune.hooks import NeuronHooks
+    def forward(self, run: Any, example: Tensor, record: bool) -> Tuple[Tensor, Tensor]:
+        """``F`` (float64, CPU) of ``run``'s rows, pruned by the masks of their examples
+        ``example``, and the share of counted units whose state differs from the inputs'."""
+        from captum_prune import _engine
 
-        method, masks = self.method, self.masks
+        masks = [m.index_select(0, example.to(m.device)) for m in self.masks]
         flips = torch.zeros(example.numel(), dtype=torch.float64)
-        units = torch.zeros(example.numel(), dtype=torch.float64)
-        states: List[Optional[Tensor]] = []
 
-        def transform(call: int, output: Tensor) -> Optional[Tensor]:
-            index = hooks.calls[call]
-            dim = hooks.batch_dims[index]
-            mask = None
-            if masks is not None:
-                if call >= len(masks) or masks[call].shape[1:] != output.movedim(dim, 0).shape[1:]:
-                    raise RuntimeError(
-                        f"The model's layer call {call} changed between the pathway's scoring "
-                        "pass and this pass; the masks cannot be held fixed.")
-                mask = masks[call].index_select(0, example.to(masks[call].device))
-            if self.relu[index]:
-                on = output.detach().movedim(dim, 0) > 0
-                counted = mask if mask is not None else torch.ones_like(on)
-                if record:
-                    states.append(on)
-                    units.add_(counted.flatten(1).sum(1).double().cpu())
-                else:
-                    ref = self.reference[call].index_select(0, example.to(on.device))
-                    flips.add_(((on != ref) & counted).flatten(1).sum(1).double().cpu())
-            elif record:
-                states.append(None)
-            if mask is None:
-                return None
-            return output * mask.movedim(0, dim)
-
-        with NeuronHooks(method.layers, method.layer_names, method.batch_dims) as hooks:
-            with hooks.forward_pass(transform):
-                _, values = forward_with_target(method.forward_func, inputs, target, args)
+        def observe(call: int, output: Tensor) -> None:
+            if not self.relu[call]:
+                return
+            on = output.movedim(self.dims[call], 0) > 0
+            kept = masks[call] if masks else None
             if record:
-                self.calls = list(hooks.calls)
-                if masks is not None and len(self.calls) != len(masks):
-                    raise RuntimeError(
-                        f"The model called the neuron layers {len(self.calls)} times but the "
-                        f"pathway has {len(masks)} layer calls; the masks cannot be held fixed.")
-            else:
-                check_same_calls(self.calls, hooks)
-        if record:
-            self.reference = states
-            self.units = units
-        return values, flips
+                self.reference[call] = on
+                self.counted += (kept.flatten(1).sum(1) if kept is not None
+                                 else torch.full((on.shape[0],), on[0].numel())).double().cpu()
+                return
+            differ = on != self.reference[call].index_select(0, example.to(on.device))
+            if kept is not None:
+                differ &= kept
+            flips.add_(differ.flatten(1).sum(1).double().cpu())
 
-    def at_inputs(self, inputs, target, args) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-        """``F(x)`` (float64, CPU) and its input gradient, recording the units' states."""
-        with torch.enable_grad():
-            examples = torch.arange(inputs[0].shape[0])
-            values, _ = self._forward(inputs, examples, target, args, record=True)
-            if values.requires_grad:
-                grads = torch.autograd.grad(values.sum(), inputs, allow_unused=True)
-            else:
-                grads = (None,) * len(inputs)
-        grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads))
-        return values.detach().double().cpu(), grads
-
-    def perturbed(self, inputs, example, target, args) -> Tuple[Tensor, Tensor]:
-        """``F`` at perturbed rows of the examples ``example`` (no gradients), and the share
-        of the counted units whose state differs from the example's at the inputs."""
-        with torch.no_grad():
-            values, flips = self._forward(inputs, example, target, args, record=False)
-        units = self.units[example]
-        share = torch.where(units > 0, flips / units.clamp(min=1),
+        _, values = _engine.masked_forward(run, self.calls, masks, observe=observe)
+        counted = self.counted[example]
+        share = torch.where(counted > 0, flips / counted.clamp(min=1),
                             torch.full_like(flips, math.nan))
-        return values.detach(), share
+        return values.double().cpu(), share

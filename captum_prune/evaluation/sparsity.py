@@ -11,11 +11,14 @@ at each sparsity (default :data:`PAPER_SPARSITIES`, the paper's 0/70/80/85/90/95
   the classes of a ``(N, C)`` output);
 - the sparsity used (per example for ``"auto"``) and the kept fraction of neurons;
 
-and keeps the maps for the sweep figure (:func:`~captum_prune.evaluation.plots.sparsity_maps_figure`).
+and keeps the maps for the sweep figure
+(:func:`~captum_prune.evaluation.plots.sparsity_maps_figure`).
 """
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,9 +82,6 @@ class SparsitySweepResult:
         95% bootstrap CIs, the median change, the mean chosen sparsity and kept fraction.
         ``per_example=True`` adds the per-example columns."""
         with_nan = self.change.numpy()
-        import numpy as np
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             medians = np.nanmedian(with_nan, axis=0)
@@ -160,7 +160,8 @@ def sparsity_sweep(
         >>> bool((result.change[:, 2] <= 0.15).all())   # "auto" keeps its bound
         True
     """
-    from captum_prune.pruned_gradient import PrunedGradient, softmax_probability
+    from captum_prune._auto import softmax_probability
+    from captum_prune.pruned_gradient import PrunedGradient
 
     check_int("batch_size", batch_size, minimum=1)
     if isinstance(model, PrunedGradient):
@@ -183,7 +184,7 @@ def sparsity_sweep(
         batch_maps, pathways = method.sweep(
             inputs[rows], t.tolist(), args, sparsities=sparsities, return_pathways=True,
             output_change=output_change, probability=probability, **options)
-        entries = [p.sparsity_entry for p in pathways]
+        entries = ["auto" if isinstance(s, str) else float(s) for s in sparsities]
         original = pathways[0].original_output
         p0 = _target_probability(probability, original, t)
         columns["original"].append(original.argmax(dim=1).cpu())
