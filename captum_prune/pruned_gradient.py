@@ -274,8 +274,9 @@ class PrunedGradient(GradientAttribution):
                         :class:`~captum_prune.Pathway` (they share one ``scores`` and
                         ``activations`` list; the masks are each entry's own).
                         Default: False
-            criterion, selection, threshold, n_steps, method, internal_batch_size,
-            output_change, probability: As in :meth:`attribute`, the same for every entry.
+            criterion (str, optional): As in :meth:`attribute`; likewise ``selection``,
+                        ``threshold``, ``n_steps``, ``method``, ``internal_batch_size``,
+                        ``output_change`` and ``probability``, the same for every entry.
 
         Returns:
             A list with one attribution per entry (each as :meth:`attribute` returns it);

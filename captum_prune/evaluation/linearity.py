@@ -283,7 +283,7 @@ def local_linearity(
                     whose first dimension is the batch are taken per example.
         layers, batch_dims (optional): As in :class:`~captum_prune.PrunedGradient`, when
                     ``model`` is not one.
-        **options: Further options of :meth:`~captum_prune.PrunedGradient.pathway`
+        options: Further keyword options of :meth:`~captum_prune.PrunedGradient.pathway`
                     (``criterion``, ``selection``, ``threshold``, ...).
 
     Returns:

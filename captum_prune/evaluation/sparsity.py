@@ -140,8 +140,9 @@ def sparsity_sweep(
         batch_size (int, optional): Examples per sweep. Default: 64
         keep_maps (bool, optional): Keep the maps (one input-sized tensor per entry).
                     Default: True
-        additional_forward_args, layers, batch_dims, **options: As for
-                    :meth:`~captum_prune.PrunedGradient.pathway`.
+        additional_forward_args (optional): As for
+                    :meth:`~captum_prune.PrunedGradient.pathway`; likewise ``layers``,
+                    ``batch_dims`` and further keyword options.
 
     Returns:
         :class:`SparsitySweepResult`
