@@ -403,13 +403,29 @@ def _captured_gradients(
 
 
 def masked_forward(
-    run: Run, calls: Sequence[int], masks: Sequence[Tensor]
+    run: Run,
+    calls: Sequence[int],
+    masks: Sequence[Tensor],
+    observe: Optional[Callable[[int, Tensor], None]] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""A forward through the pruned network with no backward and no autograd graph (for a
     bisection over sparsities, or the pruned network at other inputs): the model output and
-    the objective's ``(N,)`` values, detached."""
+    the objective's ``(N,)`` values, detached. ``observe(call, output)``, if given, sees each
+    layer call's output (in the layer's own layout) before its mask is applied; it must not
+    keep or change it (the mask may then be applied in place)."""
     layer_masks = _layer_masks(run, calls, masks)
+    transform = _mask_transform(run, layer_masks)
+    if observe is not None:
+        transform = _observed(observe, transform)
     with torch.no_grad():
-        output, values = run.forward(_mask_transform(run, layer_masks))
+        output, values = run.forward(transform)
     run.hooks.check_same_calls(list(calls))
     return output.detach(), values.detach()
+
+
+def _observed(observe: Callable[[int, Tensor], None], transform: Transform) -> Transform:
+    def observed(call: int, output: Tensor) -> Optional[Tensor]:
+        observe(call, output)
+        return transform(call, output)
+
+    return observed

@@ -66,7 +66,10 @@ def _options(arguments: dict) -> dict:
     return {name: arguments[name] for name in _OPTION_NAMES}
 
 
-_OPTION_NAMES = tuple(PruningOptions().to_dict())
+_OPTION_NAMES = (
+    "sparsity", "criterion", "selection", "threshold", "n_steps", "method",
+    "internal_batch_size",
+)
 
 
 class LayerPrunedGradient(LayerGradientXActivation):

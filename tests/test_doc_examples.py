@@ -46,6 +46,9 @@ MODULES = (
     "captum_prune.evaluation.srg",
     "captum_prune.evaluation.grid_pointing",
     "captum_prune.evaluation.randomisation",
+    "captum_prune.evaluation.linearity",
+    "captum_prune.evaluation.sparsity",
+    "captum_prune.options",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the
