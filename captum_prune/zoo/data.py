@@ -420,20 +420,10 @@ def make_digits_scene(
         n, n_distractors, distractor_size, distractor_size)
     ink = torch.zeros(n, canvas_size, canvas_size)
     other = torch.zeros(n, n_distractors, canvas_size, canvas_size)
+    sizes = [digit_size] + [distractor_size] * n_distractors
     for i in range(n):
-        placed: List[Tuple[int, int, int]] = []
-        for k, size in enumerate([digit_size] + [distractor_size] * n_distractors):
-            for _ in range(1000):
-                x, y = (int(v) for v in torch.randint(0, canvas_size - size + 1, (2,),
-                                                      generator=gen))
-                # One free pixel between digits, so their boxes never touch.
-                if all(x + size < px or px + ps < x or y + size < py or py + ps < y
-                       for px, py, ps in placed):
-                    break
-            else:
-                raise ValueError(f"could not place {n_distractors} distractors without "
-                                 f"overlap on a {canvas_size}-pixel canvas; enlarge it")
-            placed.append((x, y, size))
+        placed = _place(sizes, canvas_size, gen)
+        for k, (x, y, size) in enumerate(placed):
             if k == 0:
                 ink[i, y:y + size, x:x + size] = target_patch[i]
             else:
@@ -458,6 +448,27 @@ def make_digits_scene(
         distractor_masks=(other > 0).any(dim=1),
         distractor_indices=distractor_idx[idx].clone(),
     )
+
+
+def _place(sizes: List[int], canvas_size: int, gen: torch.Generator) -> List[Tuple[int, int, int]]:
+    """Random top-left corners of squares of ``sizes`` with at least one free pixel between
+    any two; a layout that gets stuck is drawn again from the start."""
+    for _ in range(200):
+        placed: List[Tuple[int, int, int]] = []
+        for size in sizes:
+            for _ in range(50):
+                x, y = (int(v) for v in torch.randint(0, canvas_size - size + 1, (2,),
+                                                      generator=gen))
+                if all(x + size < px or px + ps < x or y + size < py or py + ps < y
+                       for px, py, ps in placed):
+                    placed.append((x, y, size))
+                    break
+            else:
+                break
+        if len(placed) == len(sizes):
+            return placed
+    raise ValueError(f"could not place {len(sizes)} digits of sizes {sizes} without overlap "
+                     f"on a {canvas_size}-pixel canvas; enlarge canvas_size")
 
 
 #: The per-channel normalisation of :class:`ImageFolderSplits` (torchvision's ImageNet values).
