@@ -45,6 +45,9 @@ MODULES = (
     "captum_prune.evaluation.srg",
     "captum_prune.evaluation.grid_pointing",
     "captum_prune.evaluation.randomisation",
+    "captum_prune.evaluation.compare",
+    "captum_prune.zoo.datasets",
+    "captum_prune.zoo.presets",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the

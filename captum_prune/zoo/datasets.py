@@ -201,7 +201,8 @@ class LoadedDataset:
         classes (tuple of str): Class names.
         channels (int): Image channels (1 for the MNIST family).
         image_size (tuple of int): ``(H, W)``.
-        mean, std (tuple of float): The normalisation, per channel.
+        mean (tuple of float): The normalisation's mean, per channel.
+        std (tuple of float): Its standard deviation, per channel.
     """
 
     name: str

@@ -34,6 +34,7 @@ __all__ = [
     "load_or_train_cifar_model",
     "data_fingerprint",
     "stratified_holdout",
+    "cached_training",
 ]
 
 # Bump when the data, model or training code changes in a way the recipe fields miss.
@@ -641,9 +642,36 @@ def load_or_train_cifar_model(
         raise TypeError(f"recipe must be a CifarRecipe, got {type(recipe).__name__}")
     fingerprint = data_fingerprint(images, labels)
     key = recipe.key(fingerprint, name)
-    folder = Path(default_cache_dir() if cache_dir is None else cache_dir)
-    path = folder / f"{name}_{key}.pt"
-    model = build(recipe.init_seed)
+
+    def train(model: nn.Module) -> Dict[str, Any]:
+        _, record = train_with_cifar_recipe(model, images, labels, recipe, pad_value=pad_value,
+                                            device=device, progress=progress)
+        return dict(record, key=key, recipe=asdict(recipe), name=name,
+                    data_fingerprint=fingerprint)
+
+    return cached_training(f"{name}_{key}.pt", lambda: build(recipe.init_seed), train,
+                           cache_dir=cache_dir, retrain=retrain)
+
+
+def cached_training(
+    filename: str,
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module], Dict[str, Any]],
+    *,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    retrain: bool = False,
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    r"""
+    The model cache shared by the recipes: loads ``filename`` from the cache folder into
+    ``build()``, or (when absent, unreadable, or ``retrain``) trains ``build()`` in place with
+    ``train(model) -> info`` and saves weights and info atomically.
+
+    Returns:
+        tuple: ``(model, info)``, the model on the CPU in eval mode; ``info`` gains ``path`` and
+        ``from_cache``.
+    """
+    path = Path(default_cache_dir() if cache_dir is None else cache_dir) / filename
+    model = build()
     if path.exists() and not retrain:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -651,11 +679,8 @@ def load_or_train_cifar_model(
             return model.eval(), dict(saved["info"], path=str(path), from_cache=True)
         except Exception as error:  # a corrupt or stale file: retrain
             warnings.warn(f"Ignoring unreadable cached model {path}: {error}", stacklevel=2)
-            model = build(recipe.init_seed)
-    model, record = train_with_cifar_recipe(model, images, labels, recipe,
-                                            pad_value=pad_value, device=device,
-                                            progress=progress)
-    info = dict(record, key=key, recipe=asdict(recipe), name=name,
-                data_fingerprint=fingerprint)
+            model = build()
+    info = train(model)
+    model.cpu().eval()
     _atomic_save({"state_dict": model.state_dict(), "info": info}, path)
     return model, dict(info, path=str(path), from_cache=False)

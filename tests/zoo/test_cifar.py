@@ -1,6 +1,7 @@
 """The paper's CIFAR ResNet-8, its training recipe and cache, and the paper preset, on tiny
 stand-ins written in torchvision's CIFAR-10 format."""
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from captum_prune.cli.methods import build_methods
 from captum_prune.evaluation import pixel_perturbation, remove_and_retrain
 from captum_prune.zoo.models import CifarResNet8, describe_model, model_factory
-from captum_prune.zoo.presets import PAPER, SCENE, prepare_paper
+from captum_prune.zoo.presets import PAPER, SCENE, load_scene_model, prepare_paper
 from captum_prune.zoo.training import (
     CifarRecipe,
     data_fingerprint,
@@ -169,3 +170,20 @@ def test_paper_preset_end_to_end_on_a_cifar10_standin(tmp_path):
     again = prepare_paper(tmp_path / "data", preset, cache_dir=tmp_path / "cache",
                           verify=False, progress=False)
     assert again.info["from_cache"]
+
+
+def test_scene_preset_model_is_cached_by_its_key(tmp_path):
+    quick = replace(SCENE, canvas_size=32, digit_size=16, distractor_size=8, n_distractors=1,
+                    widths=(4, 8, 8), epochs=1)
+    assert quick.key() != SCENE.key()
+    assert replace(SCENE, n_eval=10, roar_fractions=(0.5,)).key() == SCENE.key()
+    model, info = load_scene_model(quick, cache_dir=tmp_path, progress=False)
+    assert not info["from_cache"] and info["path"].endswith(f"digits_scene_{quick.key()}.pt")
+    assert 0 <= info["test_accuracy"] <= 1 and info["preset"]["canvas_size"] == 32
+    again, info2 = load_scene_model(quick, cache_dir=tmp_path, progress=False)
+    assert info2["from_cache"] and not again.training
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(),
+                                                 again.state_dict().values()))
+    assert quick.data("test").images.shape == (360, 3, 32, 32)
+    with pytest.raises(TypeError, match="ScenePreset"):
+        load_scene_model(PAPER)
