@@ -3,7 +3,9 @@
     python scripts/separation.py --data scene --n-eval 200 --out separation.json
 
 Trains a DigitsResNet on the embedded digits (``canvas``: :func:`make_digits_canvas`;
-``scene``: :func:`make_digits_scene`, the redesigned default) with one torch thread, computes
+``scene``: :func:`make_digits_scene`, the redesigned default; its defaults are
+``captum_prune.zoo.presets.SCENE``'s, and ``--seed 0`` trains SCENE's model) with one torch
+thread, computes
 the maps of the random control, Saliency, SmoothGrad, InputXGradient, GuidedBackprop,
 IntegratedGradients and PrunedGradient (sparsity 0.8 and the method's default 0.85) on the
 first ``--n-eval`` test images, and prints :func:`compare_methods`'s tables (paired bootstrap
@@ -20,6 +22,7 @@ from captum_prune.cli.methods import build_methods
 from captum_prune.evaluation import RandomAttribution, compare_methods
 from captum_prune.zoo.data import make_digits_canvas, make_digits_scene
 from captum_prune.zoo.models import build_digits_model
+from captum_prune.zoo.presets import SCENE
 from captum_prune.zoo.training import evaluate_accuracy, train_classifier
 
 KEY = ("random", "Saliency", "SmoothGrad", "PrunedGradient")
@@ -30,13 +33,13 @@ def main() -> None:
     parser.add_argument("--data", choices=("canvas", "scene"), default="scene")
     parser.add_argument("--canvas-size", type=int, default=None)
     parser.add_argument("--digit-size", type=int, default=None)
-    parser.add_argument("--distractor-size", type=int, default=12)
-    parser.add_argument("--distractors", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--distractor-size", type=int, default=SCENE.distractor_size)
+    parser.add_argument("--distractors", type=int, default=SCENE.n_distractors)
+    parser.add_argument("--epochs", type=int, default=SCENE.epochs)
     parser.add_argument("--max-shift", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and training")
     parser.add_argument("--target", choices=("predicted", "label"), default="predicted")
-    parser.add_argument("--n-eval", type=int, default=200)
+    parser.add_argument("--n-eval", type=int, default=SCENE.n_eval)
     parser.add_argument("--protocols", default="lerf,morf,road_morf,road_lerf,srg")
     parser.add_argument("--lerf-max", type=float, default=0.10,
                         help="largest LeRF/MoRF fraction (steps of 1%% up to 10%%, then 5%%)")
@@ -48,7 +51,8 @@ def main() -> None:
         kw = dict(canvas_size=args.canvas_size or 32, digit_size=args.digit_size or 16)
         train, test = make_digits_canvas("train", **kw), make_digits_canvas("test", **kw)
     else:
-        kw = dict(canvas_size=args.canvas_size or 48, digit_size=args.digit_size or 20,
+        kw = dict(canvas_size=args.canvas_size or SCENE.canvas_size,
+                  digit_size=args.digit_size or SCENE.digit_size,
                   distractor_size=args.distractor_size, n_distractors=args.distractors)
         train, test = make_digits_scene("train", **kw), make_digits_scene("test", **kw)
     start = time.perf_counter()
