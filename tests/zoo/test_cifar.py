@@ -160,13 +160,13 @@ def test_paper_preset_end_to_end_on_a_cifar10_standin(tmp_path):
                                   target=target, fractions=preset.lerf_fractions,
                                   baseline=preset.lerf_baseline)
         assert lerf.changes.shape == (8, 2) and torch.isfinite(lerf.changes).all()
-        train_maps = explain(setup.train_images, setup.model(setup.train_images).argmax(1))
-        roar = remove_and_retrain(setup.train_images, setup.train_labels, setup.test_images,
-                                  setup.test_labels, train_maps,
-                                  explain(setup.test_images, target), setup.retrain,
-                                  fractions=preset.roar_fractions, seeds=preset.roar_seeds,
-                                  baseline=0.0)
-        assert roar.accuracy.shape == (2, 1) and ((roar.accuracy >= 0) & (roar.accuracy <= 1)).all()
+    # ROAR for one method: its retraining is the preset's recipe.
+    train_maps = explain(setup.train_images, setup.model(setup.train_images).argmax(1))
+    roar = remove_and_retrain(setup.train_images, setup.train_labels, setup.test_images,
+                              setup.test_labels, train_maps, explain(setup.test_images, target),
+                              setup.retrain, fractions=preset.roar_fractions,
+                              seeds=preset.roar_seeds, baseline=0.0)
+    assert roar.accuracy.shape == (2, 1) and ((roar.accuracy >= 0) & (roar.accuracy <= 1)).all()
     again = prepare_paper(tmp_path / "data", preset, cache_dir=tmp_path / "cache",
                           verify=False, progress=False)
     assert again.info["from_cache"]
