@@ -340,11 +340,10 @@ def make_digits_scene(
     Renders scikit-learn's digits as *scenes*: each image holds its target digit (upscaled to
     ``digit_size``) and ``n_distractors`` smaller digits (``distractor_size``) of other
     classes, at random non-overlapping positions on a textured canvas. The label is the class
-    of the large digit, so the model must find it among the distractors; a map that spreads
-    over every digit (an edge detector) is then measurably worse than one that marks the
-    target, which is what makes attribution methods separate on LeRF, MoRF and ROAD (the
-    plain canvases of :func:`make_digits_canvas` leave every method's LeRF curve within one
-    standard deviation of the others).
+    of the large digit, so the model must find it among the distractors, and a map must
+    single out the target rather than mark every digit (the measured comparison of methods on
+    these scenes and on :func:`make_digits_canvas` is in the docs: Datasets, models and
+    presets).
 
     Background, colours and the fixed 80/20 split are those of :func:`make_digits_canvas`;
     all digits of an image share its colour, so only their size tells the target apart.
