@@ -49,6 +49,9 @@ MODULES = (
     "captum_prune.evaluation.linearity",
     "captum_prune.evaluation.sparsity",
     "captum_prune.options",
+    "captum_prune.evaluation.compare",
+    "captum_prune.zoo.datasets",
+    "captum_prune.zoo.presets",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the

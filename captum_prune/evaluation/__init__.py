@@ -21,6 +21,9 @@ Pathway analysis:
   paper's sparsities (and ``"auto"``), from one scoring pass per batch; figures in
   :mod:`captum_prune.evaluation.plots`.
 
+:func:`compare_methods` runs methods x removal protocols and reports per-method CIs, paired CIs
+against a reference method and a wins / ties / loses verdict.
+
 Shared pieces: :func:`rank_pixels` (seeded random tie-breaking, used by every ordering
 protocol), :class:`RandomAttribution` (the random-map control), and :func:`bootstrap_ci`,
 :func:`paired_bootstrap_ci`, :func:`combine_models` (confidence intervals).
@@ -29,6 +32,7 @@ Every result has ``to_dict()`` returning JSON-serialisable data.
 """
 
 from captum_prune.evaluation._explain import reduce_channels, trapezoid_auc
+from captum_prune.evaluation.compare import Comparison, ComparisonResult, compare_methods
 from captum_prune.evaluation.controls import RandomAttribution
 from captum_prune.evaluation.grid_pointing import (
     GridPointingResult,
@@ -79,6 +83,8 @@ from captum_prune.evaluation.statistics import (
 )
 
 __all__ = [
+    "Comparison",
+    "ComparisonResult",
     "ConfidenceInterval",
     "EfficientMprtResult",
     "GridPointingResult",
@@ -102,6 +108,7 @@ __all__ = [
     "boxes_to_masks",
     "cascading_randomization",
     "combine_models",
+    "compare_methods",
     "efficient_mprt",
     "grid_pointing_game",
     "histogram_entropy",
