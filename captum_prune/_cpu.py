@@ -93,6 +93,15 @@ def sort_rows(values: Tensor) -> Tensor:
     return torch.sort(values, dim=1).values
 
 
+def sort_rows_(values: Tensor) -> Tensor:
+    r"""Sorts each row of a contiguous 2-D tensor ascending, in place (no copy on numpy);
+    returns it."""
+    if on_numpy(values) and values.is_contiguous():
+        values.numpy().sort(axis=1)
+        return values
+    return values.copy_(torch.sort(values, dim=1).values)
+
+
 def ranked(values: Tensor, ranks: Tensor) -> Tensor:
     r"""``(N, k)``: the ``ranks[i, j]``-th smallest value (0-based) of row ``i`` of ``values``.
 

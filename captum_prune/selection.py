@@ -16,9 +16,11 @@ Two threshold rules:
 - ``"exact"``: exactly ``round(sparsity * n)`` neurons are pruned per row: those with the
   lowest scores, ties broken by position (the later neuron in forward order is pruned first).
 """
+import functools
 import math
-from typing import Callable, ClassVar, List, Sequence, Tuple, Union
+from typing import Callable, ClassVar, List, Optional, Sequence, Tuple, Union
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -95,8 +97,9 @@ def order_statistics(scores: Scores, ranks: Sequence[int]) -> Tensor:
     device = rows[0].device
     wanted = torch.tensor(list(ranks), device=device)
     if n <= _SORT_LIMIT:
+        # A fresh buffer of our own (cat copies), sorted in place.
         pooled = torch.cat([row.to(dtype) for row in rows], dim=1)
-        return _cpu.sort_rows(pooled).index_select(1, wanted)
+        return _cpu.sort_rows_(pooled).index_select(1, wanted)
     sample = _sample_columns(rows, n, dtype)
     first, last = min(ranks), max(ranks)
     fraction = first / (n - 1)
@@ -142,12 +145,21 @@ def _padded(found: List[Tuple[Tensor, Tensor]], n_rows: int, dtype: torch.dtype)
     return padded
 
 
-def _sample_columns(rows: List[Tensor], n: int, dtype: torch.dtype) -> Tensor:
-    """``(N, _SAMPLE)``: the same random pooled columns of every row."""
+@functools.lru_cache(maxsize=64)
+def _columns(n: int, size: int, ends: Tuple[int, ...]) -> Tuple[Tensor, List[int]]:
+    """``size`` sorted random columns of ``[0, n)`` and where each chunk's start among them."""
     # A fixed generator: the bracket, and so the speed, is reproducible (the result is exact).
-    columns = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(0))
+    columns = torch.randint(n, (size,), generator=torch.Generator().manual_seed(0))
     columns = columns.sort().values
-    bounds = torch.searchsorted(columns, torch.tensor([0] + _ends(rows))).tolist()
+    bounds = torch.searchsorted(columns, torch.tensor((0,) + ends)).tolist()
+    return columns, bounds
+
+
+def _sample_columns(
+    rows: List[Tensor], n: int, dtype: torch.dtype, size: Optional[int] = None
+) -> Tensor:
+    """``(N, size)`` (default ``_SAMPLE``): the same random pooled columns of every row."""
+    columns, bounds = _columns(n, size or _SAMPLE, tuple(_ends(rows)))
     columns = columns.to(rows[0].device)
     parts, start = [], 0
     for row, first, stop in zip(rows, bounds[:-1], bounds[1:]):
@@ -227,8 +239,42 @@ def reference_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor
     rows = _rows(scores)
     if sparsity == 0:
         return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
+    keep = _reference_keep_numpy(rows, sparsity)
+    if keep is not None:
+        return _like(scores, keep)
     tau = reference_threshold(rows, sparsity).to(promoted_dtype(rows)).unsqueeze(1)
     return _like(scores, _greater(rows, tau))
+
+
+def _reference_keep_numpy(rows: List[Tensor], sparsity: float) -> Optional[List[Tensor]]:
+    """:func:`reference_keep` for CPU rows of one float32/float64 dtype short enough for a
+    sort, in numpy from end to end (the same operations as the torch path, without its
+    per-op overhead on small batches); ``None`` where it does not apply."""
+    dtype = rows[0].dtype
+    n = _width(rows)
+    if (
+        n > _SORT_LIMIT
+        or dtype not in (torch.float32, torch.float64)
+        or any(row.dtype != dtype for row in rows)
+        or not _cpu.on_numpy(*rows)
+    ):
+        return None
+    arrays = [row.numpy() for row in rows]
+    pooled = numpy.concatenate(arrays, axis=1)
+    pooled.sort(axis=1)
+    virtual = (n - 1) * ((100.0 * sparsity) / 100.0)
+    below = math.floor(virtual)
+    gamma = virtual - below
+    low = pooled[:, below].astype(numpy.float64)
+    if below + 1 >= n or gamma == 0.0:
+        tau = low
+    else:
+        high = pooled[:, below + 1].astype(numpy.float64)
+        diff = high - low
+        # numpy's _lerp, as reference_threshold: from the nearer end.
+        tau = high - diff * (1.0 - gamma) if gamma >= 0.5 else low + diff * gamma
+    threshold = tau.astype(pooled.dtype).reshape(-1, 1)
+    return [torch.from_numpy(numpy.greater(array, threshold)) for array in arrays]
 
 
 def exact_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
