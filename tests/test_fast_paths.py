@@ -40,8 +40,14 @@ def test_torch_path_selects_as_the_numpy_path(rule, long_rows, monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(with_numpy, with_torch)), sparsity
 
 
+@pytest.mark.parametrize("long_rows", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_numpy_reference_rule_equals_the_torch_path_on_special_values(dtype, monkeypatch):
+def test_numpy_reference_rule_equals_the_torch_path_on_special_values(
+    dtype, long_rows, monkeypatch
+):
+    if long_rows:  # the bracket paths: numpy's fused one against the torch one
+        monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+        monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
     chunks = [c.to(dtype) for c in _chunks(2, n_rows=5)]
     chunks[0][0, 0, 0, :3] = float("nan")
     chunks[1][1, :5] = -0.0
