@@ -15,12 +15,15 @@ from torch import Tensor
 
 R = TypeVar("R")
 
-_NUMPY_DTYPES = (torch.float32, torch.float64, torch.bool, torch.int64, torch.int32)
+_NUMPY_DTYPES = frozenset((torch.float32, torch.float64, torch.bool, torch.int64, torch.int32))
 
 
 def on_numpy(*tensors: Tensor) -> bool:
     r"""Whether every tensor is a CPU tensor of a dtype numpy handles natively."""
-    return all(t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in tensors)
+    for t in tensors:
+        if not t.is_cpu or t.dtype not in _NUMPY_DTYPES:
+            return False
+    return True
 
 
 def count_rows(mask: Tensor) -> Tensor:
@@ -38,6 +41,7 @@ def count_rows(mask: Tensor) -> Tensor:
 
 _COMPARISONS = {
     ">": (numpy.greater, torch.gt),
+    "<": (numpy.less, torch.lt),
     ">=": (numpy.greater_equal, torch.ge),
     "<=": (numpy.less_equal, torch.le),
     "==": (numpy.equal, torch.eq),
@@ -45,8 +49,8 @@ _COMPARISONS = {
 
 
 def compare(values: Tensor, op: str, other: Tensor) -> Tensor:
-    r"""``values <op> other`` (broadcast) as a new bool tensor; ``op`` is ``>``, ``>=``,
-    ``<=`` or ``==``."""
+    r"""``values <op> other`` (broadcast) as a new bool tensor; ``op`` is ``>``, ``<``,
+    ``>=``, ``<=`` or ``==``."""
     with_numpy, with_torch = _COMPARISONS[op]
     if on_numpy(values, other):
         return torch.from_numpy(with_numpy(values.numpy(), other.numpy()))
@@ -91,6 +95,15 @@ def sort_rows(values: Tensor) -> Tensor:
     if on_numpy(values):
         return torch.from_numpy(numpy.sort(values.numpy(), axis=1))
     return torch.sort(values, dim=1).values
+
+
+def sort_rows_(values: Tensor) -> Tensor:
+    r"""Sorts each row of a contiguous 2-D tensor ascending, in place (no copy on numpy);
+    returns it."""
+    if on_numpy(values) and values.is_contiguous():
+        values.numpy().sort(axis=1)
+        return values
+    return values.copy_(torch.sort(values, dim=1).values)
 
 
 def ranked(values: Tensor, ranks: Tensor) -> Tensor:

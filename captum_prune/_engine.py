@@ -21,14 +21,24 @@ recorded (Captum's layer-attribution semantics).
 """
 import contextlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from torch import Tensor, nn
 
 from captum_prune import _fast, _safety
 from captum_prune._captum import TargetType, format_additional_forward_args
-from captum_prune._forward import run_model, target_values
+from captum_prune._forward import run_model, select_target_values, target_values
 from captum_prune.criteria import CRITERION_RULES, NeuronScores
 from captum_prune.hooks import Capture, Captured, NeuronHooks, Transform
 from captum_prune.options import PruningOptions
@@ -40,10 +50,11 @@ from captum_prune.selection import Sparsity, select
 PHASES = ("score", "select", "pruned_pass")
 
 
-def phase(name: str) -> torch.profiler.record_function:
-    r"""A ``torch.profiler`` range for one step of the method (costs microseconds
-    unprofiled)."""
-    return torch.profiler.record_function(f"PrunedGradient.{name}")
+def phase(name: str) -> ContextManager:
+    r"""A ``torch.profiler`` range for one step of the method, while a profiler runs."""
+    if torch._C._autograd._profiler_enabled():
+        return torch.profiler.record_function(f"PrunedGradient.{name}")
+    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- objectives
@@ -79,9 +90,16 @@ class TargetObjective(Objective):
     :func:`captum_prune._forward.validate_target`)."""
 
     target: TargetType = None
+    #: The ``(output shape, N)`` already checked (both passes of a call see the same).
+    _checked: list = field(default_factory=list, compare=False, repr=False)
 
     def values(self, output, captured, num_examples):
-        return target_values(output, self.target, num_examples)
+        key = (output.shape, num_examples)
+        if key in self._checked:
+            return select_target_values(output, self.target, num_examples)
+        values = target_values(output, self.target, num_examples)
+        self._checked.append(key)
+        return values
 
     def rows(self, rows):
         return TargetObjective(_take_target(self.target, rows))

@@ -26,6 +26,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from captum_prune import _cpu
+
 _RELU_NODES = ("ReluBackward0", "ReluBackward1")
 
 #: Switch for tests: with ``False`` every call takes the plain path.
@@ -89,8 +91,6 @@ def can_mask_in_place(
 
 def mask_in_place(output: Tensor, keep: Tensor) -> None:
     r"""``output *= keep`` without bumping the version that the ReLU's backward checks."""
-    from captum_prune import _cpu
-
     _cpu.mask_(output.data, keep)
 
 

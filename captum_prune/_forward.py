@@ -18,7 +18,7 @@ import math
 from typing import Any, Sequence, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_prune._captum import run_forward, select_targets
 
@@ -146,16 +146,39 @@ def _check_list(target: list, shape, num_examples: int) -> None:
 def target_values(output: Tensor, target: Any, num_examples: int) -> Tensor:
     r"""``(N,)``: the target's value for each example (after :func:`validate_target`)."""
     validate_target(target, output, num_examples)
+    return select_target_values(output, target, num_examples)
+
+
+def select_target_values(output: Tensor, target: Any, num_examples: int) -> Tensor:
+    r"""``(N,)``: the target's values, for a target already validated on this shape."""
     if target is None:
         return output.reshape(num_examples)
     return select_targets(output, target).reshape(num_examples)
 
 
+def _plain_module(forward_func: Any) -> bool:
+    """Whether ``forward_func`` is an ``nn.Module`` called through ``Module.__call__`` with no
+    signature of its own: Captum's ``_run_forward`` then sees ``(*args, **kwargs)`` and calls
+    it with the inputs, so the ``inspect.signature`` it would compute (20 us) is known."""
+    if not isinstance(forward_func, nn.Module):
+        return False
+    cls = type(forward_func)
+    if cls.__call__ is not nn.Module.__call__ or getattr(cls, "__signature__", None) is not None:
+        return False
+    own = forward_func.__dict__
+    return "__signature__" not in own and "__wrapped__" not in own
+
+
 def run_model(
     forward_func, inputs: Tuple[Tensor, ...], additional_forward_args: Any
 ) -> Tensor:
-    r"""``forward_func(*inputs, *additional_forward_args)``, which must return a tensor."""
-    output = run_forward(forward_func, inputs, None, additional_forward_args)
+    r"""``forward_func(*inputs, *additional_forward_args)``, which must return a tensor (as
+    Captum's ``_run_forward`` calls it)."""
+    if _plain_module(forward_func):
+        args = inputs if additional_forward_args is None else (*inputs, *additional_forward_args)
+        output = forward_func(*args)
+    else:
+        output = run_forward(forward_func, inputs, None, additional_forward_args)
     if not isinstance(output, Tensor):
         raise TypeError(f"forward_func must return a tensor, got {type(output).__name__}")
     return output

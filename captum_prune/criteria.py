@@ -173,25 +173,31 @@ def _lowest_layer_outputs(acts: List[Tensor]) -> List[Tensor]:
     convolution and BatchNorm, say) changes a score.
     """
     layer_nodes = {act.grad_fn for act in acts if act.grad_fn is not None}
+    clear: set = set()  # nodes with no layer node at or below them, shared by the walks
     return [
         act
         for act in acts
         if act.requires_grad
-        and (act.grad_fn is None or not _reaches(act.grad_fn, layer_nodes))
+        and (act.grad_fn is None or not _reaches(act.grad_fn, layer_nodes, clear))
     ]
 
 
-def _reaches(start, nodes: set) -> bool:
-    """Whether a node of ``nodes`` lies below ``start`` in the autograd graph."""
+def _reaches(start, nodes: set, clear: set) -> bool:
+    """Whether a node of ``nodes`` lies below ``start`` in the autograd graph.
+
+    ``clear`` holds nodes already known to have no node of ``nodes`` at or below them; the
+    nodes this walk finds so are added (only when the answer is no: a walk that stops early
+    has not seen everything below what it visited)."""
     stack = [fn for fn, _ in start.next_functions if fn is not None]
     seen = set()
     while stack:
         fn = stack.pop()
         if fn in nodes:
             return True
-        if fn not in seen:
+        if fn not in seen and fn not in clear:
             seen.add(fn)
             stack.extend(f for f, _ in fn.next_functions if f is not None)
+    clear.update(seen)
     return False
 
 

@@ -395,8 +395,12 @@ def _select(run: "_engine.Run", scored, options: PruningOptions) -> Tuple[List[T
 
 
 def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:
-    nonzero = sum(g.reshape(g.shape[0], -1).ne(0).any(dim=1).long() for g in gradients)
-    empty = (nonzero == 0).nonzero().flatten().tolist()
+    nonzero = gradients[0].reshape(gradients[0].shape[0], -1).ne(0).any(dim=1)
+    for g in gradients[1:]:
+        nonzero |= g.reshape(g.shape[0], -1).ne(0).any(dim=1)
+    if bool(nonzero.all()):
+        return
+    empty = (~nonzero).nonzero().flatten().tolist()
     if empty:
         _safety.warn(
             f"PrunedGradient: the pruned network no longer depends on the input for "

@@ -421,6 +421,51 @@ def test_targets_captum_refuses_are_named(target, match):
         PrunedGradient(model).attribute(x, target=target)
 
 
+class _ReadsTheAlias(nn.Module):
+    """Reads the input of an in-place ReLU after the call: ``h`` and ``y`` are one tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.relu = nn.Linear(10, 12), nn.ReLU(inplace=True)
+        self.fc2, self.skip = nn.Linear(12, 3), nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        y = self.relu(h)
+        return self.fc2(y) + self.skip(h)
+
+
+def _alias_network(model, x, keep, alias_masked):
+    """The pruned network written out: the ReLU's tensor masked, and the later read of its
+    input masked too (``alias_masked``, the in-place semantics) or not (out of place)."""
+    a = torch.relu(model.fc1(x))
+    y = a * keep
+    return model.fc2(y) + model.skip(y if alias_masked else a)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_in_place_relu_alias_read_after_the_call(fast):
+    model, x = _net(factory=_ReadsTheAlias), _x(shape=(4, 10))
+    target = [0, 1, 2, 0]
+    _fast.ENABLED = fast
+    try:
+        path = PrunedGradient(model).pathway(x, target=target, sparsity=0.5)
+        got = PrunedGradient(model).attribute(x, target=target, sparsity=0.5)
+    finally:
+        _fast.ENABLED = True
+    (keep,) = path.masks
+    assert keep.float().mean() < 1
+    # Guarded in-place mask (fast): the one tensor is zeroed, so the later read of the
+    # ReLU's input sees the pruned activation. Plain path: ``output * mask`` is a new tensor
+    # and the alias keeps the unpruned activation. Either way the gradient is the exact
+    # derivative of the network that ran.
+    xi = x.clone().requires_grad_()
+    out = _alias_network(model, xi, keep, alias_masked=fast)
+    (expected,) = torch.autograd.grad(out[torch.arange(4), target].sum(), xi)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(path.pruned_output, out.detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_warnings_point_at_the_callers_line():
     model = _net()
     with warnings.catch_warnings(record=True) as caught:

@@ -40,6 +40,28 @@ def test_torch_path_selects_as_the_numpy_path(rule, long_rows, monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(with_numpy, with_torch)), sparsity
 
 
+@pytest.mark.parametrize("long_rows", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_reference_rule_equals_the_torch_path_on_special_values(
+    dtype, long_rows, monkeypatch
+):
+    if long_rows:  # the bracket paths: numpy's fused one against the torch one
+        monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+        monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
+    chunks = [c.to(dtype) for c in _chunks(2, n_rows=5)]
+    chunks[0][0, 0, 0, :3] = float("nan")
+    chunks[1][1, :5] = -0.0
+    chunks[2][2] = 0.0  # a row of one chunk all zero
+    chunks[3][3, :700] = chunks[3][3, 0]  # ties
+    chunks[3][4] = -chunks[3][4]  # negative scores (a criterion may give them)
+    for sparsity in (0.001, 0.3, 0.5, 0.85, 0.999):
+        with_numpy = reference_keep(chunks, sparsity)
+        with monkeypatch.context() as patch:
+            _torch_only(patch)
+            with_torch = reference_keep(chunks, sparsity)
+        assert all(torch.equal(a, b) for a, b in zip(with_numpy, with_torch)), sparsity
+
+
 def test_torch_path_attributes_as_the_numpy_path(resnet18, monkeypatch):
     x = torch.randn(2, 3, 40, 40)
     expected = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)

@@ -183,7 +183,7 @@ def test_benchmark_on_user_image_folder_and_factory(tmp_path, cache):
     (["--benchmarks", "roar,speed"], "--benchmarks"),
     (["--weights", "/nonexistent/w.pt"], "no such file"),
     (["--data", "/nonexistent/data"], "no such folder"),
-    (["--model", "not_a_torchvision_model"], "not a torchvision"),
+    (["--model", "not_a_torchvision_model"], "a torchvision classification model"),
     (["--model", "no_such_module_xyz:make"], "cannot import"),
     (["--sparsity", "1.5"], "--sparsity"),
     (["--device", "warp-drive"], "--device"),
