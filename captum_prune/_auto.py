@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from captum_prune import _engine, _safety
+from captum_prune.criteria import NeuronScores
 from captum_prune.options import PruningOptions
 
 #: Bisection steps of ``sparsity="auto"``: forward-only passes per call; the sparsity is
@@ -122,3 +123,19 @@ def check_bound(pruned_output: Tensor, scored, run: "_engine.Run",
             f"its forward-only passes but not in the pruned pass for example(s) "
             f"{broken.tolist()[:10]}: the model computes differently from pass to pass "
             "(train mode?). Call model.eval() first.")
+
+
+def select(
+    run: "_engine.Run", scored: "NeuronScores", options: PruningOptions
+) -> Tuple[List[Tensor], Tensor]:
+    r"""The keep-masks of ``options.sparsity`` (a number, a per-example tensor or ``"auto"``)
+    and the ``(N,)`` float64 sparsity of each example: the one step every method class shares
+    between scoring and the pruned pass."""
+    if isinstance(options.sparsity, str):  # "auto"
+        return choose_sparsity(run, scored, options)
+    masks = _engine.select_masks(
+        scored.scores, options.sparsity, options.selection, options.threshold
+    )
+    if isinstance(options.sparsity, Tensor):
+        return masks, options.sparsity.detach().double().cpu().clone()
+    return masks, torch.full((run.num_examples,), options.sparsity, dtype=torch.float64)

@@ -12,12 +12,12 @@ from captum.attr import GradientAttribution, LayerGradientXActivation, NeuronAtt
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_prune import _engine, _safety
+from captum_prune import _auto, _engine, _safety
 from captum_prune._captum import TargetType, TensorOrTupleOfTensorsGeneric, format_output
 from captum_prune._neuron_forward import NeuronForward
 from captum_prune.hooks import Capture
 from captum_prune.layers import BatchDimsArg, LayersArg, resolve_batch_dims, resolve_layers
-from captum_prune.options import DEFAULT_SPARSITY, PruningOptions
+from captum_prune.options import DEFAULT_OUTPUT_CHANGE, DEFAULT_SPARSITY, PruningOptions
 from captum_prune.pathway import Pathway
 from captum_prune.pruned_gradient import PrunedGradient
 
@@ -60,16 +60,6 @@ def _no_device_ids(device_ids: Optional[List[int]]) -> None:
         )
 
 
-def _options(arguments: dict) -> dict:
-    """The method options out of a call's arguments (``attribute()`` and ``pathway()`` take
-    the same), as keyword arguments."""
-    return {name: arguments[name] for name in _OPTION_NAMES}
-
-
-_OPTION_NAMES = (
-    "sparsity", "criterion", "selection", "threshold", "n_steps", "method",
-    "internal_batch_size",
-)
 
 
 class LayerPrunedGradient(LayerGradientXActivation):
@@ -185,6 +175,8 @@ class LayerPrunedGradient(LayerGradientXActivation):
         n_steps: int = 10,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        probability: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> Union[Tensor, Tuple[Tensor, ...], List[Union[Tensor, Tuple[Tensor, ...]]]]:
         r"""
         Args:
@@ -201,7 +193,8 @@ class LayerPrunedGradient(LayerGradientXActivation):
                         inputs instead of its output. Default: False
             grad_kwargs (dict, optional): Extra keyword arguments of the pruned pass's
                         ``torch.autograd.grad``. Default: None
-            sparsity, criterion, selection, threshold, n_steps, method, internal_batch_size:
+            sparsity, criterion, selection, threshold, n_steps, method, internal_batch_size,
+            output_change, probability:
                         The method's options, as in
                         :meth:`PrunedGradient.attribute <captum_prune.PrunedGradient.attribute>`.
 
@@ -212,7 +205,11 @@ class LayerPrunedGradient(LayerGradientXActivation):
                         detached. A tuple when the layer returns (takes) several tensors, a
                         list when several layers were given.
         """
-        options = PruningOptions(**_options(locals()))
+        options = PruningOptions(
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+            output_change=output_change, probability=probability,
+        )
         captures = [Capture(m, to_input=attribute_to_layer_input) for m in self._attributed]
         with _engine.session(
             self.forward_func, self.layers, self.layer_names, self.batch_dims, inputs,
@@ -220,9 +217,7 @@ class LayerPrunedGradient(LayerGradientXActivation):
             floating=False,
         ) as run:
             scored = _engine.score(run, options)
-            masks = _engine.select_masks(
-                scored.scores, options.sparsity, options.selection, options.threshold
-            )
+            masks, _ = _auto.select(run, scored, options)
             scored.scores = []
             pruned = _engine.pruned_pass(
                 run, scored.calls, masks, wrt=tuple(range(len(captures))),
@@ -353,6 +348,8 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
         n_steps: int = 10,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        probability: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""
         Args:
@@ -367,7 +364,8 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
                         Default: None
             attribute_to_neuron_input (bool, optional): Select the neuron from the layer's
                         input instead of its output. Default: False
-            sparsity, criterion, selection, threshold, n_steps, method, internal_batch_size:
+            sparsity, criterion, selection, threshold, n_steps, method, internal_batch_size,
+            output_change, probability:
                         The method's options, as in
                         :meth:`PrunedGradient.attribute <captum_prune.PrunedGradient.attribute>`.
 
@@ -377,7 +375,12 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
         """
         return self._method(
             neuron_selector, attribute_to_neuron_input
-        ).attribute(inputs, None, additional_forward_args, **_options(locals()))
+        ).attribute(
+            inputs, None, additional_forward_args,
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+            output_change=output_change, probability=probability,
+        )
 
     def pathway(
         self,
@@ -392,6 +395,8 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
         n_steps: int = 10,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        probability: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> Pathway:
         r"""The critical pathway of the neuron that :meth:`attribute` would use (same
         arguments): a :class:`~captum_prune.Pathway` over the neuron layer calls before the
@@ -399,7 +404,12 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
         example without and with pruning."""
         return self._method(
             neuron_selector, attribute_to_neuron_input
-        ).pathway(inputs, None, additional_forward_args, **_options(locals()))
+        ).pathway(
+            inputs, None, additional_forward_args,
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+            output_change=output_change, probability=probability,
+        )
 
     def _method(self, neuron_selector: NeuronSelector, to_input: bool) -> PrunedGradient:
         """A PrunedGradient whose model output is the neuron."""

@@ -1,8 +1,7 @@
 r"""PrunedGradient: the pathway gradient of Khakzar et al. as a Captum attribution method."""
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
@@ -190,7 +189,11 @@ class PrunedGradient(GradientAttribution):
             >>> a.shape == smooth.shape == x.shape
             True
         """
-        options = _options(locals())
+        options = PruningOptions(
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+            output_change=output_change, probability=probability,
+        )
         (gradients, _), = self._run(
             inputs, target, additional_forward_args, [options], want_pathway=False
         )
@@ -232,7 +235,11 @@ class PrunedGradient(GradientAttribution):
             >>> [round(f, 2) for f in path.kept_fraction.tolist()]
             [0.1, 0.1]
         """
-        options = _options(locals())
+        options = PruningOptions(
+            sparsity=sparsity, criterion=criterion, selection=selection, threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+            output_change=output_change, probability=probability,
+        )
         (_, found), = self._run(
             inputs, target, additional_forward_args, [options], want_pathway=True
         )
@@ -307,7 +314,12 @@ class PrunedGradient(GradientAttribution):
         if not isinstance(return_pathways, bool):
             raise TypeError(
                 f"return_pathways: expected a bool, got {type(return_pathways).__name__}")
-        shared = _options(dict(locals(), sparsity=DEFAULT_SPARSITY))
+        shared = PruningOptions(
+            sparsity=DEFAULT_SPARSITY, criterion=criterion, selection=selection,
+            threshold=threshold,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+            output_change=output_change, probability=probability,
+        )
         every = []
         for position, entry in enumerate(entries):
             try:
@@ -340,7 +352,7 @@ class PrunedGradient(GradientAttribution):
             _engine.TargetObjective(target), additional_forward_args,
         ) as run:
             scored = _engine.score(run, every[0], keep_activations=want_pathway)
-            selected = [_select(run, scored, options) for options in every]
+            selected = [_auto.select(run, scored, options) for options in every]
             scores = scored.scores if want_pathway else None
             # Free scores and activations (which may share memory) before pass 2.
             scored.scores = []
@@ -370,28 +382,6 @@ class PrunedGradient(GradientAttribution):
                 )
             results.append((pruned.gradients, found))
         return results
-
-
-#: The option arguments of :meth:`PrunedGradient.attribute`, ``pathway`` and ``sweep``.
-_OPTION_NAMES = tuple(f.name for f in fields(PruningOptions))
-
-
-def _options(arguments: dict) -> PruningOptions:
-    """The options out of a public method's arguments (``locals()``)."""
-    return PruningOptions(**{name: arguments[name] for name in _OPTION_NAMES})
-
-
-def _select(run: "_engine.Run", scored, options: PruningOptions) -> Tuple[List[Tensor], Tensor]:
-    """The keep-masks of ``options.sparsity`` and the ``(N,)`` float64 sparsity per example."""
-    if isinstance(options.sparsity, str):  # "auto"
-        return _auto.choose_sparsity(run, scored, options)
-    masks = _engine.select_masks(
-        scored.scores, options.sparsity, options.selection, options.threshold
-    )
-    n = run.num_examples
-    if isinstance(options.sparsity, Tensor):
-        return masks, options.sparsity.detach().double().cpu().clone()
-    return masks, torch.full((n,), options.sparsity, dtype=torch.float64)
 
 
 def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:

@@ -246,3 +246,24 @@ def test_layer_called_with_keyword_arguments_only():
     with pytest.raises(ValueError, match="no positional tensor inputs"):
         LayerPrunedGradient(model, model.fc).attribute(x, 0, attribute_to_layer_input=True)
     assert LayerPrunedGradient(model, model.fc).attribute(x, 0, sparsity=0.5).shape == (2, 4)
+
+
+def test_layer_method_takes_sparsity_auto_as_the_input_method_does():
+    # "auto" picks, per example, the largest sparsity that keeps the target's probability
+    # within output_change; the layer method must prune exactly the pathway PrunedGradient
+    # picks for the same call, so at the input layer both give the same gradient x input.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Identity(), torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8),
+        torch.nn.ReLU(), torch.nn.Linear(8, 3),
+    ).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    from captum_prune import LayerPrunedGradient, PrunedGradient
+
+    layer = LayerPrunedGradient(model, model[0]).attribute(
+        x, target=1, sparsity="auto", output_change=0.1
+    )
+    plain = PrunedGradient(model).attribute(x, target=1, sparsity="auto", output_change=0.1)
+    assert torch.allclose(layer, plain * x, atol=1e-12)
+    chosen = PrunedGradient(model).pathway(x, target=1, sparsity="auto", output_change=0.1)
+    assert bool((chosen.sparsity > 0).any())  # "auto" pruned something, so the test can fail
