@@ -13,7 +13,22 @@ Runs, over the methods of :mod:`captum_prune.cli.methods`:
 - ``localisation``: positive attribution mass in the ground-truth box, and the pointing game
   (only where boxes exist, i.e. on the embedded digits data);
 - ``pathway``: Jaccard overlap of the taylor, integrated-gradients and random pathways of
-  :class:`~captum_prune.PrunedGradient`, and the share of dead neurons inside each.
+  :class:`~captum_prune.PrunedGradient`, and the share of dead neurons inside each;
+- ``road``: ROAD, MoRF and LeRF with noisy linear imputation
+  (:func:`~captum_prune.evaluation.road`);
+- ``srg``: symmetric relevance gain, LeRF minus MoRF area on one ordering;
+- ``grid_pointing``: the grid pointing game on 2x2 grids of confidently classified test images
+  of different classes;
+- ``emprt``, ``smprt``: bottom-up randomisation checks (eMPRT's entropy rise, sMPRT's
+  Spearman correlation with the fully randomised model), beside the top-down ``sanity``.
+
+Every section also gives a :class:`~captum_prune.cli.results.ProtocolComparison`: per method a
+95% bootstrap CI over examples, the paired CI of its difference to PrunedGradient, the tied
+share of its ranking and PrunedGradient's verdict (wins / ties / loses, never a winner where the
+paired CI contains 0). The random-map control (``Random``) is one of the default methods.
+``--model-seeds 0,1`` repeats the scored protocols on several trained embedded models and
+reports each model's CI and the spread between models; a verdict then needs every model's
+paired CI to agree.
 
 Writes ``results.json`` (last, so a complete-looking file means a complete run),
 ``results.md``, PNG plots and a self-contained ``report.html`` into ``--out``. Everything is
@@ -61,13 +76,18 @@ from captum_prune.cli.results import (
     Stat,
 )
 from captum_prune.evaluation.perturbation import DEFAULT_LERF_FRACTIONS as LERF_FRACTIONS
+from captum_prune.evaluation.road import DEFAULT_ROAD_FRACTIONS as ROAD_FRACTIONS
 from captum_prune.evaluation.roar import DEFAULT_ROAR_FRACTIONS as ROAR_FRACTIONS
 
 # ROAR last: it takes most of the time.
-BENCHMARKS = ("sanity", "perturbation", "localisation", "pathway", "roar")
+BENCHMARKS = ("sanity", "perturbation", "road", "srg", "grid_pointing", "emprt", "smprt",
+              "localisation", "pathway", "roar")
 #: Every file a run may write into --out; those a run does not write are removed from it.
 OUTPUT_FILES = ("results.json", "results.md", "report.html", "maps.png", "lerf.png", "morf.png",
-                "roar.png", "sanity_spearman_abs.png", "sanity_ssim.png", "localisation.png")
+                "roar.png", "sanity_spearman_abs.png", "sanity_ssim.png", "localisation.png",
+                "road_morf.png", "road_lerf.png", "smprt.png", "scores.png")
+#: The reference of every paired CI.
+REFERENCE = "PrunedGradient"
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,10 @@ class Preset:
     model_train: Optional[int]
     #: "full" or "quick" (a smoke run: its ROAR numbers are marked as not a result).
     name: str = "full"
+    #: Grids of the grid pointing game; images of eMPRT and sMPRT; sMPRT's noisy copies.
+    n_grids: int = 48
+    n_mprt: int = 16
+    smprt_samples: int = 5
 
 
 PRESETS = {
@@ -102,12 +126,14 @@ PRESETS = {
     # lr 1e-2, batch 32 reach ~90% in 12 epochs (~8 s each on one core).
     "full": Preset(n_eval=200, n_sanity=24, n_pathway=48, roar_train=1437, roar_test=360,
                    roar_seeds=(0, 1), roar_epochs=12, roar_lr=1e-2, roar_batch_size=32,
-                   roar_widths=(8, 16, 24), model_epochs=None, model_train=None),
+                   roar_widths=(8, 16, 24), model_epochs=None, model_train=None,
+                   n_grids=48, n_mprt=16, smprt_samples=5),
     # A smoke run of every protocol on the cached default model; its ROAR models are too
     # small to learn the task, so its ROAR numbers are not meaningful.
     "quick": Preset(n_eval=24, n_sanity=6, n_pathway=8, roar_train=160, roar_test=80,
                     roar_seeds=(0, 1), roar_epochs=3, roar_lr=1e-2, roar_batch_size=32,
-                    roar_widths=(8, 16, 24), model_epochs=None, model_train=400, name="quick"),
+                    roar_widths=(8, 16, 24), model_epochs=None, model_train=400, name="quick",
+                    n_grids=8, n_mprt=6, smprt_samples=3),
 }
 
 
@@ -155,10 +181,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sizes.add_argument("--model-epochs", type=int, default=None,
                        help="train the embedded model for this many epochs on the first 400 "
                        "train images instead of using the cached default model (for tests)")
+    parser.add_argument("--model-seeds", default="0",
+                        help="comma-separated training seeds of the embedded model, e.g. 0,1: "
+                        "the scored protocols run on each trained model and the report gives "
+                        "each model's CI and the spread between models (default: 0; ROAR and "
+                        "the pathway analysis use the first)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice); 1 is much faster "
                         "on a machine that other programs keep busy")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rewrite results.md, report.html and the plots in "
+                        "--out from its results.json (maps.png is kept as it is)")
 
 
 # --------------------------------------------------------------------------- setup
@@ -181,7 +215,8 @@ class Setup:
 
 
 
-def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> Setup:
+def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool,
+                    model_seed: int = 0) -> Setup:
     from captum_prune.zoo.data import make_digits_canvas
     from captum_prune.zoo.models import load_weights, model_factory
     from captum_prune.zoo.training import (
@@ -197,6 +232,8 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
         recipe = DigitsRecipe()
         if epochs is not None:
             recipe = DigitsRecipe(epochs=epochs, max_train=preset.model_train)
+        if model_seed:
+            recipe = replace(recipe, init_seed=model_seed, train_seed=model_seed)
         if args.weights:
             model = recipe.build_model()
             with option_errors("--weights"):
@@ -204,14 +241,14 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
             info = {"model": "DigitsResNet", "weights": str(args.weights)}
         else:
             model, info = load_default_model(progress=progress, recipe=recipe)
-            info = dict(info, model="DigitsResNet")
+            info = dict(info, model="DigitsResNet", model_seed=model_seed)
 
         def fresh(seed: int) -> nn.Module:
             return DigitsRecipe(init_seed=seed, widths=preset.roar_widths).build_model()
     else:
         with option_errors("--model"):
             fresh = model_factory(args.model, num_classes=len(train.classes))
-            model = fresh(0)
+            model = fresh(model_seed)
         if args.weights:
             with option_errors("--weights"):
                 load_weights(model, args.weights)
@@ -220,9 +257,9 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool) ->
             # The embedded data trains in minutes, so a user model can be trained here.
             start = time.perf_counter()
             train_classifier(model, train.images, train.labels, epochs=epochs or 30,
-                             progress=progress)
+                             seed=model_seed, progress=progress)
             info = {"model": args.model, "weights": None, "trained_epochs": epochs or 30,
-                    "train_seconds": time.perf_counter() - start}
+                    "train_seconds": time.perf_counter() - start, "model_seed": model_seed}
     model.eval()
     info.setdefault("test_accuracy", evaluate_accuracy(model, test.images, test.labels))
     info["data"] = "embedded digits-on-canvas (scikit-learn digits), 32x32 RGB"
@@ -325,7 +362,8 @@ def sanity_stages(model: nn.Module) -> List[str]:
 
 
 def run_sanity(setup: Setup, factories: Dict[str, Callable], preset: Preset, seed: int,
-               progress: bool) -> SanityResults:
+               progress: bool, scores: Optional[Dict[str, Dict[str, Any]]] = None
+               ) -> SanityResults:
     from tqdm.auto import tqdm
 
     from captum_prune.evaluation import cascading_randomization
@@ -338,11 +376,14 @@ def run_sanity(setup: Setup, factories: Dict[str, Callable], preset: Preset, see
         result = cascading_randomization(setup.model, factories[name], x, target,
                                          layer_order=order, seed=seed, batch_size=16)
         methods[name] = SanityCurves.from_summary(result.to_dict(), SANITY_PASS_BELOW)
+        if scores is not None:
+            scores.setdefault("sanity", {})[name] = _sanity_scores(result)
     return SanityResults(["original"] + order, methods, SANITY_PASS_BELOW)
 
 
 def run_perturbation(setup: Setup, maps: Dict[str, Tensor], images: Tensor, target: Tensor,
-                     progress: bool) -> PerturbationResults:
+                     progress: bool, scores: Optional[Dict[str, Dict[str, Any]]] = None
+                     ) -> PerturbationResults:
     from tqdm.auto import tqdm
 
     from captum_prune.evaluation import pixel_perturbation
@@ -353,28 +394,35 @@ def run_perturbation(setup: Setup, maps: Dict[str, Tensor], images: Tensor, targ
         result = pixel_perturbation(setup.model, images, maps[name], target,
                                     fractions=LERF_FRACTIONS, mode=mode, baseline=setup.baseline)
         curves[mode][name] = PerturbationCurve.from_dict(result.to_dict())
+        if scores is not None:
+            scores.setdefault(mode, {})[name] = {
+                "values": result.per_example_auc, "curve": result.changes.numpy(),
+                "tied_share": _mean(result.tied_share)}
     return PerturbationResults(list(LERF_FRACTIONS), curves["lerf"], curves["morf"])
 
 
 def run_localisation(setup: Setup, maps: Dict[str, Tensor], images: Tensor,
-                     boxes: Optional[Tensor]) -> LocalisationResults:
+                     boxes: Optional[Tensor],
+                     scores: Optional[Dict[str, Dict[str, Any]]] = None) -> LocalisationResults:
     from captum_prune.evaluation import attribution_mass_in_box, boxes_to_masks, pointing_game
 
     if boxes is None:
         return LocalisationResults(
             skipped="the data has no ground-truth boxes (only the embedded data has)")
     masks = boxes_to_masks(boxes, *images.shape[-2:])
-    return LocalisationResults({
-        name: LocalisationScores.from_dict({
-            "mass_in_box": attribution_mass_in_box(a, masks).to_dict(),
-            "pointing_game": pointing_game(a, masks).to_dict(),
-        })
-        for name, a in maps.items()
-    })
+    methods = {}
+    for name, a in maps.items():
+        mass, hit = attribution_mass_in_box(a, masks), pointing_game(a, masks)
+        methods[name] = LocalisationScores.from_dict({"mass_in_box": mass.to_dict(),
+                                                      "pointing_game": hit.to_dict()})
+        if scores is not None:
+            scores.setdefault("mass_in_box", {})[name] = {"values": mass.values.numpy()}
+            scores.setdefault("pointing_game", {})[name] = {"values": hit.values.numpy()}
+    return LocalisationResults(methods)
 
 
 def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch_size: int,
-             progress: bool) -> RoarResults:
+             progress: bool, scores: Optional[Dict[str, Dict[str, Any]]] = None) -> RoarResults:
     from captum_prune.evaluation import remove_and_retrain
     from captum_prune.zoo.models import describe_model
     from captum_prune.zoo.training import train_classifier
@@ -418,6 +466,14 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
         )
         methods[name] = RoarCurve.from_dict(result.to_dict())
         seconds[name] = timing[name]
+        if scores is not None and result.correct is not None:
+            # Per test image: correctness averaged over the training seeds, per fraction,
+            # and its area over the fractions (lower is better).
+            per_image = np.asarray(result.correct, dtype=np.float64).mean(axis=1).T
+            shares = result.tied_share or {}
+            scores.setdefault("roar", {})[name] = {
+                "values": np.trapezoid(per_image, np.asarray(result.fractions), axis=1),
+                "curve": per_image, "tied_share": shares.get("test")}
     return RoarResults(
         fractions=[0.0] + list(ROAR_FRACTIONS), seeds=list(preset.roar_seeds),
         epochs=preset.roar_epochs, n_train=len(x_train), n_test=len(x_test), methods=methods,
@@ -444,8 +500,12 @@ def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> Pathwa
                                              criterion=criterion)
 
     def stat(values: Tensor) -> Stat:
-        mean, std = mean_std(values.double().cpu().numpy())
-        return Stat(float(mean), float(std))
+        from captum_prune.evaluation import bootstrap_ci
+
+        array = values.double().cpu().numpy()
+        mean, std = mean_std(array)
+        ci = bootstrap_ci(array)
+        return Stat(float(mean), float(std), _finite(ci.low), _finite(ci.high))
 
     names = list(pathways)
     return PathwayResults(
@@ -457,6 +517,154 @@ def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> Pathwa
         target_kept={c: stat((p.pruned_output.argmax(1).cpu() == target.cpu()).double())
                      for c, p in pathways.items()},
     )
+
+
+# --------------------------------------------------------------------------- scored protocols
+
+
+def _finite(value: float) -> Optional[float]:
+    return float(value) if np.isfinite(value) else None
+
+
+def _mean(values: Any) -> Optional[float]:
+    if values is None:
+        return None
+    array = np.asarray(values.double().cpu() if isinstance(values, Tensor) else values, float)
+    return float(np.nanmean(array)) if array.size and np.isfinite(array).any() else None
+
+
+def _sanity_scores(result: Any) -> Dict[str, Any]:
+    r"""Per example: Spearman |map| with every block randomised, a constant map counted as 0
+    when the original map was not constant (as :class:`SanityCurves` does)."""
+    final = np.array(result.spearman_abs[-1], dtype=np.float64)
+    original_defined = np.isfinite(result.spearman_abs[0])
+    final = np.where(np.isnan(final) & original_defined, 0.0, final)
+    curve = np.where(np.isnan(result.spearman_abs) & original_defined, 0.0, result.spearman_abs)
+    return {"values": final, "curve": curve.T}
+
+
+def run_road(setup: Setup, maps: Dict[str, Tensor], images: Tensor, target: Tensor,
+             seed: int, progress: bool, scores: Dict[str, Dict[str, Any]]) -> None:
+    from tqdm.auto import tqdm
+
+    from captum_prune.evaluation import road
+
+    for name in tqdm(maps, desc="ROAD", disable=not progress):
+        result = road(setup.model, images, maps[name], target, fractions=ROAD_FRACTIONS,
+                      modes=("morf", "lerf"), seed=seed)
+        for mode in ("morf", "lerf"):
+            scores.setdefault(f"road_{mode}", {})[name] = {
+                "values": result.per_example_auc(mode),
+                "curve": result.probability[mode].numpy(),
+                "tied_share": _mean(result.tied_share)}
+
+
+def run_srg(setup: Setup, maps: Dict[str, Tensor], images: Tensor, target: Tensor,
+            seed: int, progress: bool, scores: Dict[str, Dict[str, Any]]) -> None:
+    from tqdm.auto import tqdm
+
+    from captum_prune.evaluation import symmetric_relevance_gain
+
+    for name in tqdm(maps, desc="SRG", disable=not progress):
+        result = symmetric_relevance_gain(setup.model, images, maps[name], target,
+                                          removal="baseline", baseline=setup.baseline, seed=seed)
+        scores.setdefault("srg", {})[name] = {"values": result.values,
+                                              "tied_share": _mean(result.tied_share)}
+
+
+def run_grid_pointing(setup: Setup, factories: Dict[str, Callable], preset: Preset, seed: int,
+                      progress: bool, scores: Dict[str, Dict[str, Any]]) -> Optional[str]:
+    r"""The grid pointing game on 2x2 grids; returns why it could not run, or None."""
+    from tqdm.auto import tqdm
+
+    from captum_prune.evaluation import grid_pointing_game, make_grids
+
+    device = next(iter(setup.model.parameters())).device
+    try:
+        grids = make_grids(setup.model, setup.test_images.to(device),
+                           setup.test_labels.to(device), n_grids=preset.n_grids, n=2,
+                           confidence=0.9, seed=seed)
+    except ValueError as error:
+        return str(error)
+    for name in tqdm(factories, desc="grid pointing game", disable=not progress):
+        result = grid_pointing_game(grids, factories[name](setup.model))
+        scores.setdefault("grid_pointing", {})[name] = {"values": result.per_grid()}
+    return None
+
+
+def run_mprt(setup: Setup, factories: Dict[str, Callable], preset: Preset, which: str,
+             seed: int, progress: bool, scores: Dict[str, Dict[str, Any]]) -> List[str]:
+    r"""eMPRT or sMPRT (bottom-up) of every method; returns the stages."""
+    from tqdm.auto import tqdm
+
+    from captum_prune.evaluation import efficient_mprt, smooth_mprt
+
+    x = setup.test_images[:preset.n_mprt].to(next(iter(setup.model.parameters())).device)
+    target = predict(setup.model, x)
+    # The blocks of the top-down check, from the input up (a stage per block, not per layer).
+    order = list(reversed(sanity_stages(setup.model)))
+    stages: List[str] = []
+    for name in tqdm(factories, desc=which, unit="method", disable=not progress):
+        if which == "emprt":
+            result = efficient_mprt(setup.model, factories[name], x, target, seed=seed,
+                                    layer_order=order, batch_size=16)
+            scores.setdefault("emprt", {})[name] = {"values": result.values}
+        else:
+            result = smooth_mprt(setup.model, factories[name], x, target, seed=seed,
+                                 layer_order=order, n_samples=preset.smprt_samples,
+                                 batch_size=16)
+            scores.setdefault("smprt", {})[name] = {"values": result.last,
+                                                    "curve": result.spearman.T}
+        stages = list(result.stages)
+    return stages
+
+
+#: Protocol key -> (title, score, better, x label, curve).
+PROTOCOLS = {
+    "lerf": ("Pixel perturbation, LeRF", "area under |change of p(class)| / p(class), least "
+             "relevant pixels removed first", "lower", "share of pixels removed",
+             "|fractional change of p(class)|"),
+    "morf": ("Pixel perturbation, MoRF", "the same, most relevant pixels first", "higher",
+             "share of pixels removed", "|fractional change of p(class)|"),
+    "road_morf": ("ROAD, MoRF", "area under p(class), most relevant pixels imputed first",
+                  "lower", "share of pixels imputed", "p(class)"),
+    "road_lerf": ("ROAD, LeRF", "area under p(class), least relevant pixels imputed first",
+                  "higher", "share of pixels imputed", "p(class)"),
+    "srg": ("SRG", "LeRF area minus MoRF area of p(class), one ordering", "higher", "", ""),
+    "grid_pointing": ("Grid pointing game", "share of positive mass in the explained cell of a "
+                      "2x2 grid", "higher", "", ""),
+    "mass_in_box": ("Localisation, mass in box", "share of positive mass in the ground-truth "
+                    "box", "higher", "", ""),
+    "pointing_game": ("Localisation, pointing game", "hit rate of the map's maximum", "higher",
+                      "", ""),
+    "sanity": ("Sanity check (cascading, top-down)", "Spearman |map| with every block "
+               "randomised", "lower", "randomised up to", "Spearman |map|"),
+    "emprt": ("eMPRT (bottom-up)", "relative rise of the map's histogram entropy after "
+              "randomising every layer", "higher", "", ""),
+    "smprt": ("sMPRT (bottom-up)", "Spearman |smoothed map| with the fully randomised model",
+              "lower", "randomised up to", "Spearman |smoothed map|"),
+    "roar": ("ROAR", "per test image, area under correctness (mean over seeds) vs share of "
+             "pixels removed and retrained", "lower", "share of pixels removed",
+             "accuracy after retraining"),
+}
+
+
+def build_comparisons(per_model: List[Dict[str, Dict[str, Any]]], x: Dict[str, List[Any]],
+                      not_a_result: Dict[str, Optional[str]], chance: Dict[str, float],
+                      seed: int) -> Dict[str, Any]:
+    r"""One :class:`ProtocolComparison` per protocol that has scores on every model."""
+    from captum_prune.cli.results import ProtocolComparison
+
+    out = {}
+    for key, (title, score, better, x_label, curve) in PROTOCOLS.items():
+        models = [scores[key] for scores in per_model if key in scores]
+        if not models:
+            continue
+        out[key] = ProtocolComparison.build(
+            key, title, score, better, REFERENCE, models, x=x.get(key, ()), x_label=x_label,
+            curve_name=curve, not_a_result=not_a_result.get(key), chance=chance.get(key),
+            seed=seed)
+    return out
 
 
 # --------------------------------------------------------------------------- command
@@ -484,6 +692,27 @@ def _preset(args: argparse.Namespace) -> Preset:
                    n_pathway=min(preset.n_pathway, preset.n_eval))
 
 
+def _model_seeds(args: argparse.Namespace) -> List[int]:
+    text = str(getattr(args, "model_seeds", None) or "0")
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CommandError(f"--model-seeds: expected comma-separated integers, got {text!r}"
+                           ) from None
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise CommandError(f"--model-seeds: expected distinct non-negative integers, got {text!r}")
+    if len(seeds) > 1 and (args.weights or args.data):
+        raise CommandError("--model-seeds with several seeds trains one model per seed, which "
+                           "only the embedded data can do (not with --weights or --data)")
+    return seeds
+
+
+def _setup(args: argparse.Namespace, preset: Preset, progress: bool, model_seed: int) -> Setup:
+    if args.data:
+        return _folder_setup(args, preset, progress)
+    return _embedded_setup(args, preset, progress, model_seed)
+
+
 def _versions() -> Dict[str, str]:
     import captum
     import torchvision
@@ -506,6 +735,8 @@ def _run(args: argparse.Namespace) -> int:
     from captum_prune.cli import report
     from captum_prune.cli.methods import DEFAULT_METHODS, build_methods, parse_methods
 
+    if getattr(args, "report_only", False):
+        return _report_only(Path(args.out))
     started = time.perf_counter()
     sparsity = check_sparsity(args.sparsity)
     try:
@@ -514,6 +745,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(str(error).replace("methods:", "--methods:")) from None
     benchmarks = parse_choices(args.benchmarks, BENCHMARKS, "--benchmarks")
     preset = _preset(args)
+    _model_seeds(args)
     check_seed(args.seed)
     if args.weights and not Path(args.weights).is_file():
         raise CommandError(f"--weights {args.weights}: no such file")
@@ -524,7 +756,8 @@ def _run(args: argparse.Namespace) -> int:
     check_output_folder(out, writable_parent=True)
     progress = not args.no_progress
 
-    setup = (_folder_setup if args.data else _embedded_setup)(args, preset, progress)
+    model_seeds = _model_seeds(args)
+    setup = _setup(args, preset, progress, model_seeds[0])
     setup.model = setup.model.to(device).eval()
     factories = build_methods(names, sparsity=sparsity)
     batch_size = 32
@@ -539,35 +772,127 @@ def _run(args: argparse.Namespace) -> int:
     timings["maps"] = time.perf_counter() - t0
     boxes = None if setup.test_boxes is None else setup.test_boxes[:n_eval]
     config = {
-        "preset": "quick" if args.quick else "full", "methods": names, "benchmarks": benchmarks,
+        "preset": preset.name, "methods": names, "benchmarks": benchmarks,
         "sparsity": sparsity, "seed": args.seed, "device": str(device),
         "model": args.model, "weights": args.weights, "data": args.data,
         "image_size": args.image_size if args.data else None,
+        "model_seeds": model_seeds, "reference": REFERENCE,
         "sizes": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(preset).items()},
         "lerf_fractions": list(LERF_FRACTIONS), "roar_fractions": list(ROAR_FRACTIONS),
+        "road_fractions": list(ROAD_FRACTIONS),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     }
     results = BenchmarkResults(methods=names, config=config, versions=_versions(),
                                model=setup.info, map_seconds_per_image=seconds)
-    for bench in benchmarks:
-        t0 = time.perf_counter()
-        if bench == "sanity":
-            results.sanity = run_sanity(setup, factories, preset, args.seed, progress)
-        elif bench == "perturbation":
-            results.pixel_perturbation = run_perturbation(setup, maps, images, target, progress)
-        elif bench == "localisation":
-            results.localisation = run_localisation(setup, maps, images, boxes)
-        elif bench == "roar":
-            results.roar = run_roar(setup, factories, preset, batch_size, progress)
-        elif bench == "pathway":
-            results.pathway = run_pathway(setup, sparsity, min(preset.n_pathway, n_eval),
-                                          progress)
-        timings[bench] = time.perf_counter() - t0
+    per_model: List[Dict[str, Dict[str, Any]]] = []
+    x: Dict[str, List[Any]] = {"lerf": list(LERF_FRACTIONS), "morf": list(LERF_FRACTIONS),
+                               "road_morf": list(ROAD_FRACTIONS),
+                               "road_lerf": list(ROAD_FRACTIONS)}
+    not_a_result: Dict[str, Optional[str]] = {}
+    chance = {"grid_pointing": 0.25}
+    models_info = []
+    first_setup = setup
+    for k, model_seed in enumerate(model_seeds):
+        if k:
+            setup = _setup(args, preset, progress, model_seed)
+            setup.model = setup.model.to(device).eval()
+            images = setup.test_images[:n_eval].to(device)
+            target = predict(setup.model, images)
+            t0 = time.perf_counter()
+            maps_k, _ = compute_maps(factories, setup.model, images, target, batch_size,
+                                     progress, f"attribution maps, model seed {model_seed}")
+            timings["maps"] += time.perf_counter() - t0
+        else:
+            maps_k = maps
+        models_info.append({"model_seed": model_seed,
+                            "test_accuracy": setup.info.get("test_accuracy")})
+        scores: Dict[str, Dict[str, Any]] = {}
+        boxes_k = None if setup.test_boxes is None else setup.test_boxes[:n_eval]
+        for bench in benchmarks:
+            if k and bench in ("roar", "pathway"):
+                continue  # on the first model only
+            t0 = time.perf_counter()
+            if bench == "sanity":
+                sanity = run_sanity(setup, factories, preset, args.seed, progress, scores)
+                x["sanity"] = sanity.stages
+                if not k:
+                    results.sanity = sanity
+            elif bench == "perturbation":
+                section = run_perturbation(setup, maps_k, images, target, progress, scores)
+                if not k:
+                    results.pixel_perturbation = section
+            elif bench == "road":
+                run_road(setup, maps_k, images, target, args.seed, progress, scores)
+            elif bench == "srg":
+                run_srg(setup, maps_k, images, target, args.seed, progress, scores)
+            elif bench == "grid_pointing":
+                why = run_grid_pointing(setup, factories, preset, args.seed, progress, scores)
+                if why:
+                    not_a_result["grid_pointing"] = why
+            elif bench in ("emprt", "smprt"):
+                stages = run_mprt(setup, factories, preset, bench, args.seed, progress, scores)
+                if bench == "smprt":
+                    x["smprt"] = stages
+            elif bench == "localisation":
+                section = run_localisation(setup, maps_k, images, boxes_k, scores)
+                if not k:
+                    results.localisation = section
+            elif bench == "roar":
+                results.roar = run_roar(setup, factories, preset, batch_size, progress, scores)
+                x["roar"] = results.roar.fractions
+                not_a_result["roar"] = results.roar.not_meaningful
+            elif bench == "pathway":
+                results.pathway = run_pathway(setup, sparsity, min(preset.n_pathway, n_eval),
+                                              progress)
+            timings[bench] = timings.get(bench, 0.0) + time.perf_counter() - t0
+        per_model.append(scores)
+        if not k:
+            first_setup = setup
+    skipped = {}
+    if "grid_pointing" in not_a_result:
+        skipped["grid_pointing"] = not_a_result.pop("grid_pointing")
+        for scores in per_model:
+            scores.pop("grid_pointing", None)
+    results.config["skipped"] = skipped
+    images = first_setup.test_images[:n_eval].to(device)
+    chance_accuracy = 1.0 / max(2, int(torch.unique(first_setup.test_labels).numel()))
+    low = [m for m in models_info if m["test_accuracy"] is not None
+           and m["test_accuracy"] < 2 * chance_accuracy]
+    if low:
+        reason = (f"the model with seed {low[0]['model_seed']} reaches only "
+                  f"{low[0]['test_accuracy']:.1%} test accuracy (chance {chance_accuracy:.1%})")
+        for key in PROTOCOLS:
+            not_a_result[key] = not_a_result.get(key) or reason
+    results.model = dict(first_setup.info, models=models_info)
+    results.comparisons = build_comparisons(per_model, x, not_a_result, chance, args.seed)
+    setup = first_setup
 
     _write_outputs(out, results, maps, setup, images, boxes, timings, started)
     print(report.summary_text(results))
     print(f"\nwrote {out}/results.json, results.md, report.html and plots "
           f"({results.timings['total_seconds']:.0f} s)")
+    return 0
+
+
+def _report_only(out: Path) -> int:
+    r"""Rewrites the report of ``out`` from its ``results.json``."""
+    import json
+
+    from captum_prune.cli import report
+
+    path = out / "results.json"
+    if not path.is_file():
+        raise CommandError(f"--report-only: {path} does not exist (run the benchmark first)")
+    results = BenchmarkResults.from_dict(json.loads(path.read_text("utf-8")))
+    figures = report.write_benchmark_figures(out, results, None, None, None)
+    results.figures = sorted({f.name for f in figures} | (
+        {"maps.png"} if (out / "maps.png").is_file() else set()))
+    figures = [out / name for name in results.figures]
+    report.write_benchmark_markdown(out / "results.md", results)
+    report.write_benchmark_html(out / "report.html", results, figures)
+    report.write_json(path, results.to_dict())
+    print(report.summary_text(results))
+    print(f"\nrewrote {out}/results.md, report.html and plots from results.json")
     return 0
 
 
