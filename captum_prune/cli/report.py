@@ -374,10 +374,11 @@ def comparison_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
     for key, comparison in results.comparisons.items():
         several = comparison.n_models > 1
         seeds = [m.get("model_seed") for m in results.model.get("models", [])]
+        seeds = [seeds[k] if k < len(seeds) else f"#{k}" for k in range(comparison.n_models)]
         headers = ["method", f"score [95% CI]{' (first model)' if several else ''}"]
         if several:
             headers += [f"Δ vs {comparison.reference} [paired CI], model seed {s}"
-                        for s in seeds[:comparison.n_models]]
+                        for s in seeds]
             headers += ["mean over models", "between-model std (min–max)",
                         "within-model CI half-width"]
         else:
@@ -841,6 +842,10 @@ def _config_text(results: BenchmarkResults) -> str:
              f"device {config['device']}; seed {config['seed']}",
              f"model: {model.get('model')}; data: {model.get('data')}",
              f"test accuracy: {format_number(model.get('test_accuracy'))}{where}"]
+    if len(model.get("models") or []) > 1:
+        lines.append("trained models (seed: test accuracy): " + ", ".join(
+            f"{m.get('model_seed')}: {format_number(m.get('test_accuracy'))}"
+            for m in model["models"]))
     if results.timings:
         lines.append("timings (s): " + ", ".join(
             f"{k.replace('_seconds', '')} {v:.0f}" for k, v in results.timings.items()))

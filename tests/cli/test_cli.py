@@ -92,13 +92,32 @@ def test_benchmark_quick_writes_every_section_and_method(benchmark_run):
     assert set(pathway["dead_fraction"]) == {"taylor", "integrated_gradients", "random"}
     assert all(0 <= v["mean"] <= 1 for v in pathway["jaccard"].values())
     assert doc["timings"]["total_seconds"] > 0 and doc["versions"]["captum"]
+    # Every scored section has a comparison of every method with CIs; the tiny model is at
+    # chance, so none is a result and no verdict calls a winner.
+    comparisons = doc["comparisons"]
+    assert {"lerf", "morf", "road_morf", "road_lerf", "srg", "sanity", "emprt", "smprt",
+            "mass_in_box", "pointing_game", "roar"} <= set(comparisons)
+    for key, comparison in comparisons.items():
+        assert set(comparison["methods"]) == set(DEFAULT_METHODS), key
+        assert comparison["not_a_result"] and comparison["summary"].startswith("Not a result")
+        for name, entry in comparison["methods"].items():
+            score = entry["score"]
+            assert score["n"] + score["n_undefined"] > 0
+            if score["low"] is not None:
+                assert score["low"] <= score["mean"] <= score["high"]
+            assert entry["verdict"] == (None if name == "PrunedGradient" else "not a result")
+    assert 0 <= comparisons["lerf"]["methods"]["Random"]["tied_share"] < 0.01
+    assert len(comparisons["road_morf"]["methods"]["Saliency"]["curve"]) == 9
+    # Grids need confidently classified images, which a model at chance has none of.
+    assert "grid_pointing" in doc["config"]["skipped"]
 
 
 def test_benchmark_writes_valid_pngs_and_self_contained_report(benchmark_run):
     _, out = benchmark_run
     doc = json.loads((out / "results.json").read_text())
     expected = {"maps.png", "lerf.png", "morf.png", "roar.png", "sanity_spearman_abs.png",
-                "sanity_ssim.png", "localisation.png"}
+                "sanity_ssim.png", "localisation.png", "road_morf.png", "road_lerf.png",
+                "smprt.png", "scores.png"}
     assert set(doc["figures"]) == expected
     html = (out / "report.html").read_text()
     embedded = {name: base64.b64decode(data) for data, name in
