@@ -88,6 +88,7 @@ OUTPUT_FILES = ("results.json", "results.md", "report.html", "maps.png", "lerf.p
                 "road_morf.png", "road_lerf.png", "smprt.png", "scores.png")
 #: The reference of every paired CI.
 REFERENCE = "PrunedGradient"
+PRESET_NAMES = ("full", "quick", "paper")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,13 @@ class Preset:
     n_grids: int = 48
     n_mprt: int = 16
     smprt_samples: int = 5
+    #: A preset for a dataset on disk (``paper``): the dataset it needs, its model, methods,
+    #: sections and sparsity (None: the command's defaults).
+    data: Optional[str] = None
+    model: Optional[str] = None
+    methods: Optional[Tuple[str, ...]] = None
+    benchmarks: Optional[Tuple[str, ...]] = None
+    sparsity: Optional[float] = None
 
 
 PRESETS = {
@@ -144,16 +152,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="captum-prune-benchmark",
                         help="output folder (default: captum-prune-benchmark)")
     parser.add_argument("--quick", action="store_true",
-                        help="a reduced preset that runs in a few minutes")
+                        help="a reduced preset that runs in a few minutes (= --preset quick)")
+    parser.add_argument("--preset", default=None, choices=PRESET_NAMES,
+                        help="full (default), quick, or paper: the paper's CIFAR-10 protocol "
+                        "(LeRF 1-10%% on 2000 test images, ROAR 10/30/50/70/90%%, the CIFAR "
+                        "ResNet-8 trained with the authors' recipe), for --data cifar10:ROOT")
     parser.add_argument("--methods", default=None,
                         help="comma-separated methods, or 'all' (default); from: "
                         f"{', '.join(METHODS)}")
     parser.add_argument("--benchmarks", default=None,
                         help="comma-separated benchmarks (default: all): "
                         f"{', '.join(BENCHMARKS)}")
-    parser.add_argument("--sparsity", type=float, default=COMPARISON_SPARSITY,
+    parser.add_argument("--sparsity", type=float, default=None,
                         help="share of neurons PrunedGradient prunes, in [0, 1) "
-                        f"(default: {COMPARISON_SPARSITY})")
+                        f"(default: {COMPARISON_SPARSITY}; the paper preset: 0.85)")
     parser.add_argument("--model", default=None,
                         help="a torchvision architecture name (built with weights=None) or an "
                         "importable module:factory returning an nn.Module (default: the "
@@ -162,9 +174,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local state-dict file for --model (a file written by "
                         "torch.save(model.state_dict(), PATH))")
     parser.add_argument("--data", default=None,
-                        help="a local ImageFolder: a folder with train/ and val/ (or test/) "
-                        "class folders, or one folder of class folders split 80/20 "
-                        "(default: the embedded digits-on-canvas data)")
+                        help="NAME:ROOT, a torchvision dataset on disk (never downloaded; NAME "
+                        "one of mnist, fashionmnist, kmnist, cifar10, cifar100, svhn; ROOT the "
+                        "folder torchvision's class is given), or a local ImageFolder: a folder "
+                        "with train/ and val/ (or test/) class folders, or one folder of class "
+                        "folders split 80/20 (default: the embedded digits-on-canvas data)")
+    parser.add_argument("--no-checksum", action="store_true",
+                        help="with --data NAME:ROOT, only check that the files exist, not their "
+                        "MD5 sums against the official releases (e.g. for a stand-in)")
     parser.add_argument("--image-size", type=int, default=224,
                         help="resize --data images to this square size (default: 224)")
     parser.add_argument("--device", default="cpu",
@@ -212,6 +229,9 @@ class Setup:
     display: Callable[[Tensor], np.ndarray]
     baseline: Optional[float]
     info: Dict[str, Any] = field(default_factory=dict)
+    #: ROAR's ``train_fn(images, labels, seed)`` when the data has its own recipe (None: the
+    #: embedded data's training with the preset's ROAR settings).
+    retrain: Optional[Callable[[Tensor, Tensor, int], nn.Module]] = None
 
 
 
@@ -314,6 +334,76 @@ def _folder_setup(args: argparse.Namespace, preset: Preset, progress: bool) -> S
             "test_accuracy_images": len(test_images)}
     return Setup(model, fresh, train_images, train_labels, test_images, test_labels, None,
                  display, baseline=None, info=info)
+
+
+def _dataset_setup(args: argparse.Namespace, preset: Preset, progress: bool, model_seed: int,
+                   spec: Any) -> Setup:
+    r"""A torchvision dataset on disk (``--data NAME:ROOT``) and a model: ``--weights``, or
+    trained with the authors' CIFAR recipe (cached by recipe and data, like the default model);
+    ROAR retrains with the same recipe."""
+    from captum_prune.zoo.datasets import load_dataset
+    from captum_prune.zoo.models import describe_model, load_weights, model_factory
+    from captum_prune.zoo.training import (
+        CifarRecipe,
+        evaluate_accuracy,
+        load_or_train_cifar_model,
+        train_with_cifar_recipe,
+    )
+
+    try:
+        with option_errors("--data"):
+            train = load_dataset(spec, split="train", verify=not args.no_checksum)
+            test = load_dataset(spec, split="test", verify=not args.no_checksum)
+    except FileNotFoundError as error:
+        raise CommandError(f"--data {args.data}: {error}") from None
+    name = args.model or "resnet8"
+    with option_errors("--model"):
+        fresh = model_factory(name, len(train.classes), in_channels=train.channels)
+    train_images, train_labels = train.tensors(preset.roar_train, progress)
+    test_images, test_labels = test.tensors(max(preset.n_eval, preset.roar_test), progress)
+    pad_value = -torch.tensor(train.mean) / torch.tensor(train.std)
+    recipe = CifarRecipe(init_seed=model_seed, train_seed=model_seed)
+    epochs = args.model_epochs if args.model_epochs is not None else preset.model_epochs
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    if args.weights:
+        with option_errors("--model"):
+            model = fresh(model_seed)
+        with option_errors("--weights"):
+            load_weights(model, args.weights)
+        info: Dict[str, Any] = {"model": name, "weights": str(args.weights)}
+    else:
+        model, info = load_or_train_cifar_model(
+            fresh, train_images, train_labels, recipe, name=name, pad_value=pad_value,
+            progress=progress)
+        info = dict(info, model=name, weights=None)
+    model.eval()
+    roar_recipe = replace(recipe, epochs=preset.roar_epochs)
+
+    def retrain(images: Tensor, labels: Tensor, seed: int) -> nn.Module:
+        device = images.device
+        net = fresh(seed)
+        return train_with_cifar_recipe(net, images, labels,
+                                       replace(roar_recipe, init_seed=seed, train_seed=seed),
+                                       pad_value=pad_value, device=device, progress=False)[0]
+
+    info.update({
+        "model_seed": model_seed, "model_description": describe_model(model),
+        "data": f"{test.describe()}; normalised with mean {train.mean}, std {train.std}",
+        "test_accuracy": evaluate_accuracy(model, test_images, test_labels),
+        "test_accuracy_images": len(test_images),
+        "roar_recipe": asdict(roar_recipe),
+    })
+
+    def display(images: Tensor) -> np.ndarray:
+        shown = test.denormalize(images)
+        if shown.shape[1] == 1:  # grey images, shown as RGB
+            shown = shown.repeat(1, 3, 1, 1)
+        return shown.permute(0, 2, 3, 1).numpy()
+
+    # The removal baseline 0 in normalised space is the dataset-mean colour (spec section 4.2).
+    return Setup(model, fresh, train_images, train_labels, test_images, test_labels, None,
+                 display, baseline=0.0, info=info, retrain=retrain)
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -442,10 +532,13 @@ def run_roar(setup: Setup, factories: Dict[str, Callable], preset: Preset, batch
         same = images.shape == x_train.shape and torch.equal(images, x_train)
         if same and seed in unmodified:
             return unmodified[seed]
-        model = setup.fresh_model(seed).to(device)
-        train_classifier(model, images.to(device), labels.to(device),
-                         epochs=preset.roar_epochs, batch_size=preset.roar_batch_size,
-                         lr=preset.roar_lr, seed=seed, progress=False)
+        if setup.retrain is not None:
+            model = setup.retrain(images.to(device), labels.to(device), seed).to(device)
+        else:
+            model = setup.fresh_model(seed).to(device)
+            train_classifier(model, images.to(device), labels.to(device),
+                             epochs=preset.roar_epochs, batch_size=preset.roar_batch_size,
+                             lr=preset.roar_lr, seed=seed, progress=False)
         if same:
             unmodified[seed] = model
         return model
@@ -670,8 +763,36 @@ def build_comparisons(per_model: List[Dict[str, Dict[str, Any]]], x: Dict[str, L
 # --------------------------------------------------------------------------- command
 
 
+def paper_preset() -> Preset:
+    r"""The ``paper`` preset, from :data:`captum_prune.zoo.presets.PAPER`: the paper's CIFAR-10
+    protocol (LeRF 1..10% on 2000 test images, ROAR 10/30/50/70/90% on the whole splits with
+    one retraining each, the CIFAR ResNet-8 and its recipe), with the random control added."""
+    from captum_prune.cli.methods import CONTROL
+    from captum_prune.zoo.presets import PAPER
+
+    if tuple(PAPER.lerf_fractions) != tuple(LERF_FRACTIONS) or tuple(
+            PAPER.roar_fractions) != tuple(ROAR_FRACTIONS):
+        raise RuntimeError("the paper preset's fractions differ from the benchmark's")
+    recipe = PAPER.recipe
+    return Preset(n_eval=PAPER.lerf_images, n_sanity=24, n_pathway=48, roar_train=10 ** 9,
+                  roar_test=10 ** 9, roar_seeds=tuple(PAPER.roar_seeds),
+                  roar_epochs=recipe.epochs, roar_lr=recipe.lr,
+                  roar_batch_size=recipe.batch_size, roar_widths=(), model_epochs=None,
+                  model_train=None, name="paper", data=PAPER.data, model=PAPER.model,
+                  methods=tuple(PAPER.methods) + (CONTROL,),
+                  benchmarks=("perturbation", "roar"), sparsity=PAPER.sparsity)
+
+
+def _preset_name(args: argparse.Namespace) -> str:
+    name = getattr(args, "preset", None)
+    if args.quick and name not in (None, "quick"):
+        raise CommandError(f"--quick is --preset quick; it cannot be combined with --preset {name}")
+    return "quick" if args.quick else (name or "full")
+
+
 def _preset(args: argparse.Namespace) -> Preset:
-    base = PRESETS["quick" if args.quick else "full"]
+    name = _preset_name(args)
+    base = paper_preset() if name == "paper" else PRESETS[name]
     overrides = {}
     for option, attr in (("n_eval", "n_eval"), ("roar_train", "roar_train"),
                          ("roar_test", "roar_test"), ("roar_epochs", "roar_epochs"),
@@ -692,7 +813,7 @@ def _preset(args: argparse.Namespace) -> Preset:
                    n_pathway=min(preset.n_pathway, preset.n_eval))
 
 
-def _model_seeds(args: argparse.Namespace) -> List[int]:
+def _model_seeds(args: argparse.Namespace, data_spec: Any = None) -> List[int]:
     text = str(getattr(args, "model_seeds", None) or "0")
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -701,13 +822,44 @@ def _model_seeds(args: argparse.Namespace) -> List[int]:
                            ) from None
     if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
         raise CommandError(f"--model-seeds: expected distinct non-negative integers, got {text!r}")
-    if len(seeds) > 1 and (args.weights or args.data):
+    if len(seeds) > 1 and (args.weights or (args.data and data_spec is None)):
         raise CommandError("--model-seeds with several seeds trains one model per seed, which "
-                           "only the embedded data can do (not with --weights or --data)")
+                           "only the embedded data and --data NAME:ROOT can do (not with "
+                           "--weights or an ImageFolder)")
     return seeds
 
 
-def _setup(args: argparse.Namespace, preset: Preset, progress: bool, model_seed: int) -> Setup:
+def _data_spec(args: argparse.Namespace, preset: Preset) -> Any:
+    r"""The parsed ``--data NAME:ROOT`` (a torchvision dataset on disk), or None for the
+    embedded data and an ImageFolder."""
+    if args.data is None:
+        if preset.data:
+            raise CommandError(
+                f"--preset {preset.name} runs on {preset.data.upper()}: give the folder that "
+                f"holds it, e.g. --data {preset.data}:/data (nothing is downloaded; see the "
+                "docs' Datasets page for the layout)")
+        return None
+    try:
+        from captum_prune.zoo.datasets import parse_data_spec
+    except ImportError:  # a build without the datasets module: an ImageFolder only
+        return None
+    with option_errors("--data"):
+        spec = parse_data_spec(args.data)
+    if spec.name == "imagefolder":
+        if preset.data:
+            raise CommandError(f"--preset {preset.name} needs --data {preset.data}:ROOT, got "
+                               f"the folder {args.data}")
+        return None
+    if preset.data and spec.name != preset.data:
+        raise CommandError(f"--preset {preset.name} needs --data {preset.data}:ROOT, got "
+                           f"{spec.name}")
+    return spec
+
+
+def _setup(args: argparse.Namespace, preset: Preset, progress: bool, model_seed: int,
+           data_spec: Any = None) -> Setup:
+    if data_spec is not None:
+        return _dataset_setup(args, preset, progress, model_seed, data_spec)
     if args.data:
         return _folder_setup(args, preset, progress)
     return _embedded_setup(args, preset, progress, model_seed)
@@ -738,26 +890,32 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "report_only", False):
         return _report_only(Path(args.out))
     started = time.perf_counter()
-    sparsity = check_sparsity(args.sparsity)
+    preset = _preset(args)
+    sparsity = check_sparsity(args.sparsity if args.sparsity is not None
+                              else preset.sparsity or COMPARISON_SPARSITY)
     try:
-        names = parse_methods(args.methods, default=DEFAULT_METHODS)
+        names = parse_methods(args.methods, default=preset.methods or DEFAULT_METHODS)
     except ValueError as error:
         raise CommandError(str(error).replace("methods:", "--methods:")) from None
-    benchmarks = parse_choices(args.benchmarks, BENCHMARKS, "--benchmarks")
-    preset = _preset(args)
-    _model_seeds(args)
+    benchmarks = (parse_choices(args.benchmarks, BENCHMARKS, "--benchmarks")
+                  if args.benchmarks or not preset.benchmarks
+                  else [b for b in BENCHMARKS if b in preset.benchmarks])
+    if preset.model and args.model is None:
+        args.model = preset.model
+    data_spec = _data_spec(args, preset)
+    _model_seeds(args, data_spec)
     check_seed(args.seed)
     if args.weights and not Path(args.weights).is_file():
         raise CommandError(f"--weights {args.weights}: no such file")
-    if args.data and not Path(args.data).is_dir():
+    if data_spec is None and args.data and not Path(args.data).is_dir():
         raise CommandError(f"--data {args.data}: no such folder")
     device = resolve_device(args.device)
     out = Path(args.out)
     check_output_folder(out, writable_parent=True)
     progress = not args.no_progress
 
-    model_seeds = _model_seeds(args)
-    setup = _setup(args, preset, progress, model_seeds[0])
+    model_seeds = _model_seeds(args, data_spec)
+    setup = _setup(args, preset, progress, model_seeds[0], data_spec)
     setup.model = setup.model.to(device).eval()
     factories = build_methods(names, sparsity=sparsity)
     batch_size = 32
@@ -794,7 +952,7 @@ def _run(args: argparse.Namespace) -> int:
     first_setup = setup
     for k, model_seed in enumerate(model_seeds):
         if k:
-            setup = _setup(args, preset, progress, model_seed)
+            setup = _setup(args, preset, progress, model_seed, data_spec)
             setup.model = setup.model.to(device).eval()
             images = setup.test_images[:n_eval].to(device)
             target = predict(setup.model, images)

@@ -201,7 +201,7 @@ def test_new_sections_run_on_two_models_and_round_trip(new_sections_run):
     assert [m["model_seed"] for m in doc["model"]["models"]] == [0, 1]
     assert set(doc["comparisons"]) == {"road_morf", "road_lerf", "srg", "emprt", "smprt"}
     assert "grid_pointing" in doc["config"]["skipped"]  # no confident images at chance
-    for key, comparison in doc["comparisons"].items():
+    for comparison in doc["comparisons"].values():
         assert comparison["n_models"] == 2
         assert set(comparison["methods"]) == {"PrunedGradient", "Saliency", "Random"}
         saliency = comparison["methods"]["Saliency"]
