@@ -622,6 +622,30 @@ class ProtocolComparison:
                    len(per_model), not_a_result, _num(chance))
         return cls(**{**made.__dict__, "summary": made.describe(control)})
 
+    def separated(self, a: str, b: str) -> Optional[bool]:
+        r"""
+        Whether methods ``a`` and ``b`` differ beyond their CIs: for a pair with the reference,
+        its paired CI (on every model) excludes 0; for any other pair, their per-method 95% CIs
+        are disjoint (stricter than a paired CI, which ``results.json`` does not hold for such
+        pairs). None when either is missing or the protocol is not a result.
+        """
+        if a not in self.methods or b not in self.methods or self.not_a_result:
+            return None
+        if self.reference in (a, b):
+            other = b if a == self.reference else a
+            return self.methods[other].verdict in ("wins", "loses")
+        x, y = self.methods[a].score, self.methods[b].score
+        if not (x.defined and y.defined):
+            return None
+        return bool(x.high < y.low or y.high < x.low)
+
+    def all_separated(self, names: Sequence[str]) -> Optional[bool]:
+        r"""Whether every pair of ``names`` is :meth:`separated` (None if any is unknown)."""
+        pairs = [self.separated(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        if any(p is None for p in pairs):
+            return None
+        return all(pairs)
+
     def by_verdict(self) -> Dict[str, List[str]]:
         r"""``{verdict: [methods]}`` for the methods other than the reference."""
         out: Dict[str, List[str]] = {v: [] for v in VERDICTS}

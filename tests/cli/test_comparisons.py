@@ -226,3 +226,15 @@ def test_report_only_rewrites_the_report_from_results_json(new_sections_run):
     assert (out / "road_morf.png").is_file() and (out / "maps.png").is_file()
     doc = json.loads((out / "results.json").read_text())
     assert "maps.png" in doc["figures"] and "road_morf.png" in doc["figures"]
+
+
+def test_separation_uses_paired_cis_with_the_reference_and_disjoint_cis_otherwise():
+    c = _comparison()
+    assert c.separated("PrunedGradient", "Better") and c.separated("Random", "PrunedGradient")
+    assert not c.separated("PrunedGradient", "Same")
+    # Better (mean +1) and Random (mean -1) have disjoint CIs; Same and PrunedGradient do not
+    assert c.separated("Better", "Random")
+    assert c.all_separated(["PrunedGradient", "Better", "Random"])
+    assert not c.all_separated(["PrunedGradient", "Same", "Random"])
+    assert c.separated("Better", "Missing") is None
+    assert _comparison(not_a_result="at chance").separated("Better", "Random") is None
