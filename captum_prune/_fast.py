@@ -40,7 +40,8 @@ def _storage_holders(tensor: Tensor) -> int:
 
 def _no_foreign_forward_hooks(module: nn.Module, our_hook_id: int) -> bool:
     modules = nn.modules.module
-    if modules._global_forward_hooks or getattr(modules, "_global_forward_hooks_always_called", None):
+    always_called = getattr(modules, "_global_forward_hooks_always_called", None)
+    if modules._global_forward_hooks or always_called:
         return False
     first = next(iter(module._forward_hooks), None)
     return first == our_hook_id

@@ -1,8 +1,26 @@
-r"""Running the model and picking the target values, with Captum's conventions."""
-from typing import Any, Tuple
+r"""Running the model and picking the target values, with Captum's conventions.
 
-from captum._utils.common import _run_forward, _select_targets
+:func:`validate_target` follows the target rules of Captum's gradient methods
+(``captum._utils.common._select_targets`` followed by their one-value-per-example check) and
+says in a ``ValueError`` or ``TypeError`` naming ``target`` what Captum would refuse with an
+``AssertionError`` or an indexing error:
+
+- ``None``: the output has one value per example.
+- an int or a tuple of ints (also a one-element integer tensor): indices into the non-batch
+  dimensions, the same for every example, leading dimensions first (negative indices count
+  from the end); what is left after them must be one value per example (so an int selects
+  from a ``(N, C)`` output, or from ``(N, C, 1)``, but not from ``(N, 3, 5)``).
+- a list, or a 1-D integer tensor, with one entry per example: ints (``>= 0``) on a 2-D
+  output, or tuples of one length as above. The type of the entries is that of the first (as
+  in Captum); mixed lists are refused.
+"""
+import math
+from typing import Any, Sequence, Tuple
+
+import torch
 from torch import Tensor
+
+from captum_prune._captum import run_forward, select_targets
 
 
 def _check_index(value: Any, size: int, what: str, target: Any, shape) -> None:
@@ -17,24 +35,46 @@ def _check_index(value: Any, size: int, what: str, target: Any, shape) -> None:
         )
 
 
-def _check_multi_index(index: Any, shape, target: Any) -> None:
-    if len(index) != len(shape) - 1:
+def _check_indices(index: Sequence[int], shape, target: Any, what: str) -> None:
+    """An index into the non-batch dimensions that leaves one value per example."""
+    if len(index) > len(shape) - 1:
         raise ValueError(
-            f"target: the tuple {index!r} has {len(index)} indices but the model output of "
+            f"target: {what} {tuple(index)!r} has {len(index)} indices but the model output of "
             f"shape {tuple(shape)} needs {len(shape) - 1} (one per non-batch dimension)"
         )
     for dim, value in enumerate(index):
-        _check_index(value, shape[dim + 1], f"index {dim} of {index!r}", target, shape)
+        _check_index(value, shape[dim + 1], f"index {dim} of {what}", target, shape)
+    left = math.prod(shape[1 + len(index):])
+    if left != 1:
+        full = tuple([0] * (len(shape) - 1))
+        raise ValueError(
+            f"target: {what} {target!r} selects {left} values per example from the model "
+            f"output of shape {tuple(shape)}, and a gradient needs one (as in Captum's gradient "
+            f"methods); give a tuple with one index per non-batch dimension, e.g. {full}"
+        )
+
+
+def _as_python(target: Tensor) -> Any:
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise ValueError(
+            f"target: a tensor target must hold integer indices, got dtype {target.dtype}"
+        )
+    if target.numel() == 1:
+        return int(target.item())
+    if target.dim() == 1:
+        return target.tolist()
+    raise ValueError(
+        f"target: a tensor target must have one element or be 1-D with one integer per "
+        f"example, got shape {tuple(target.shape)} and dtype {target.dtype}"
+    )
 
 
 def validate_target(target: Any, output: Tensor, num_examples: int) -> None:
     r"""Checks ``target`` against the model output and raises a clear error.
 
     The one target check of the package: every function that takes a Captum-style
-    ``target`` and a model output should call it before selecting from the output.
-
-    Accepts every form Captum does: ``None``, an int, a tuple of ints, a 0-dim or one-element
-    tensor, a list or 1-D tensor with one int (or tuple) per example.
+    ``target`` and a model output should call it before selecting from the output (see the
+    module docstring for the rules).
     """
     if output.dim() == 0 or output.shape[0] != num_examples:
         if target is None and output.numel() == 1:
@@ -52,65 +92,78 @@ def validate_target(target: Any, output: Tensor, num_examples: int) -> None:
             )
         return
     if isinstance(target, Tensor):
-        if target.numel() == 1:
-            target = int(target.item())
-        elif target.dim() == 1 and not target.is_floating_point():
-            target = target.tolist()
-        else:
-            raise ValueError(
-                f"target: a tensor target must have one element or be 1-D with one integer "
-                f"per example, got shape {tuple(target.shape)} and dtype {target.dtype}"
-            )
+        target = _as_python(target)
     if output.dim() < 2:
         raise ValueError(
             f"target: the model output of shape {tuple(shape)} has one value per example; "
             "pass target=None"
         )
     if isinstance(target, tuple):
-        _check_multi_index(target, shape, target)
+        _check_indices(target, shape, target, "the tuple")
     elif isinstance(target, list):
-        if len(target) != num_examples:
-            raise ValueError(
-                f"target: a list target needs one entry per example ({num_examples}), "
-                f"got {len(target)}"
-            )
-        for item in target:
-            if isinstance(item, tuple):
-                _check_multi_index(item, shape, target)
-            else:
-                if output.dim() != 2:
-                    raise ValueError(
-                        f"target: per-example ints need a 2-D output, the model output has "
-                        f"shape {tuple(shape)}; give one tuple per example"
-                    )
-                _check_index(item, shape[1], "each entry", target, shape)
-                if item < 0:
-                    raise ValueError(
-                        f"target: per-example targets must be >= 0, got {item}"
-                    )
+        _check_list(target, shape, num_examples)
+    elif isinstance(target, bool) or not isinstance(target, int):
+        raise TypeError(
+            f"target: expected None, an int, a tuple, a tensor or a list, got "
+            f"{type(target).__name__}"
+        )
     else:
-        if output.dim() != 2:
-            # As Captum's gradient methods, which refuse to differentiate several outputs.
-            raise ValueError(
-                f"target: an int selects one value per example only from a 2-D output; the "
-                f"model output of shape {tuple(shape)} has {output[0].numel()} values per "
-                f"example, so give a tuple with one index per non-batch dimension "
-                f"(e.g. {tuple([0] * (output.dim() - 1))})"
-            )
         _check_index(target, shape[1], "an int target", target, shape)
+        _check_indices((target,), shape, target, "an int target")
+
+
+def _check_list(target: list, shape, num_examples: int) -> None:
+    if len(target) != num_examples:
+        raise ValueError(
+            f"target: a list target needs one entry per example ({num_examples}), "
+            f"got {len(target)}"
+        )
+    tuples = isinstance(target[0], tuple)
+    for item in target:
+        if isinstance(item, tuple) != tuples:
+            raise TypeError(
+                f"target: a list target holds either ints or tuples (as its first entry), got "
+                f"{type(item).__name__} among {type(target[0]).__name__}s"
+            )
+        if tuples:
+            if len(item) != len(target[0]):
+                raise ValueError(
+                    f"target: the tuples of a list target must have the same length, got "
+                    f"{target[0]!r} and {item!r}"
+                )
+            _check_indices(item, shape, target, "the tuple")
+            continue
+        if len(shape) != 2:
+            raise ValueError(
+                f"target: per-example ints need a 2-D output, the model output has "
+                f"shape {tuple(shape)}; give one tuple per example"
+            )
+        _check_index(item, shape[1], "each entry", target, shape)
+        if item < 0:
+            raise ValueError(f"target: per-example targets must be >= 0, got {item}")
+
+
+def target_values(output: Tensor, target: Any, num_examples: int) -> Tensor:
+    r"""``(N,)``: the target's value for each example (after :func:`validate_target`)."""
+    validate_target(target, output, num_examples)
+    if target is None:
+        return output.reshape(num_examples)
+    return select_targets(output, target).reshape(num_examples)
+
+
+def run_model(
+    forward_func, inputs: Tuple[Tensor, ...], additional_forward_args: Any
+) -> Tensor:
+    r"""``forward_func(*inputs, *additional_forward_args)``, which must return a tensor."""
+    output = run_forward(forward_func, inputs, None, additional_forward_args)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"forward_func must return a tensor, got {type(output).__name__}")
+    return output
 
 
 def forward_with_target(
     forward_func, inputs: Tuple[Tensor, ...], target: Any, additional_forward_args: Any
 ) -> Tuple[Tensor, Tensor]:
     r"""Runs ``forward_func`` and returns ``(output, target values per example)``."""
-    output = _run_forward(forward_func, inputs, None, additional_forward_args)
-    if not isinstance(output, Tensor):
-        raise TypeError(
-            f"forward_func must return a tensor, got {type(output).__name__}"
-        )
-    validate_target(target, output, inputs[0].shape[0])
-    if target is None:
-        return output, output.reshape(-1)
-    return output, _select_targets(output, target)
-
+    output = run_model(forward_func, inputs, additional_forward_args)
+    return output, target_values(output, target, inputs[0].shape[0])

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 def check_forward_func(forward_func: Callable) -> None:
     if not callable(forward_func):
         raise TypeError(
-            f"forward_func: expected an nn.Module or a callable, got {type(forward_func).__name__}"
+            "forward_func: expected an nn.Module or a callable, got "
+            f"{type(forward_func).__name__}"
         )
     if isinstance(forward_func, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         raise TypeError(
@@ -52,20 +53,23 @@ def check_positive_int(name: str, value: Any, *, optional: bool = False) -> None
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: must be a positive int{' or None' if optional else ''}, got {value!r}")
+        allowed = "a positive int or None" if optional else "a positive int"
+        raise ValueError(f"{name}: must be {allowed}, got {value!r}")
 
 
-def prepare_inputs(inputs: Any) -> Tuple[Tensor, ...]:
+def prepare_inputs(inputs: Any, floating: bool = True) -> Tuple[Tensor, ...]:
     r"""Validates the inputs and returns aliases that require grad.
 
     The aliases share memory with the caller's tensors, but setting ``requires_grad`` on them
-    leaves the caller's tensors exactly as they were.
+    leaves the caller's tensors exactly as they were. With ``floating=False``, inputs that are
+    not floating point (token ids) are passed as they are, without gradients.
     """
     if isinstance(inputs, Tensor):
         inputs = (inputs,)
     if not isinstance(inputs, tuple) or not inputs:
         raise TypeError(
-            f"inputs: expected a Tensor or a non-empty tuple of Tensors, got {type(inputs).__name__}"
+            "inputs: expected a Tensor or a non-empty tuple of Tensors, got "
+            f"{type(inputs).__name__}"
         )
     prepared = []
     for position, x in enumerate(inputs):
@@ -73,7 +77,7 @@ def prepare_inputs(inputs: Any) -> Tuple[Tensor, ...]:
             raise TypeError(
                 f"inputs[{position}]: expected a Tensor, got {type(x).__name__}"
             )
-        if not x.is_floating_point():
+        if not x.is_floating_point() and floating:
             raise TypeError(
                 f"inputs[{position}]: has dtype {x.dtype}; gradients need floating-point "
                 "inputs (for token ids, prune with layers=[...] and attribute to an embedding "
@@ -92,7 +96,8 @@ def prepare_inputs(inputs: Any) -> Tuple[Tensor, ...]:
             )
         if x.is_inference():
             x = x.clone()  # an inference tensor cannot take part in autograd
-        prepared.append(x.detach().requires_grad_())
+        x = x.detach()
+        prepared.append(x.requires_grad_() if x.is_floating_point() else x)
     return tuple(prepared)
 
 

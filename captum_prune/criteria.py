@@ -1,8 +1,18 @@
-r"""Neuron selection criteria: how much each neuron contributes to the target, per example.
+r"""Neuron selection criteria: how much each neuron contributes to the objective, per example.
 
-Each criterion runs the unpruned model through :class:`~captum_prune.hooks.NeuronHooks` and
-returns :class:`NeuronScores`: the score of every neuron, one tensor per layer call in forward
-order, each of that call's output shape (batch first).
+A criterion is a small class registered by name (zennit's style)::
+
+    @register_criterion("taylor")
+    class Taylor(Criterion):
+        def score(self, run, keep_activations): ...
+
+Its :meth:`Criterion.score` runs the unpruned model through the call's
+:class:`~captum_prune._engine.Run` (the model, its :class:`~captum_prune.hooks.NeuronHooks`,
+the inputs and the objective: by default the target's output) and returns
+:class:`NeuronScores`: the score of every neuron, one tensor per layer call in forward order,
+each of that call's output shape (in the layer's own layout; the engine moves the batch
+first). The options of the call are ``self.options`` (a
+:class:`~captum_prune.PruningOptions`).
 
 - ``"taylor"`` (the paper's NeuronMCT): ``|a * dy/da|``, one forward and one backward pass.
 - ``"integrated_gradients"`` (the paper's NeuronIntGrad, done right): for each layer *call*,
@@ -12,18 +22,20 @@ order, each of that call's output shape (batch first).
 - ``"random"``: uniform random scores, the control baseline (no backward pass).
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, ClassVar, List, Optional, Tuple
 
 import torch
-from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
 
 from captum_prune import _fast
-from captum_prune._forward import forward_with_target
+from captum_prune._captum import approximation_parameters
+from captum_prune._registry import Registry
 from captum_prune.hooks import NeuronHooks
 from captum_prune.selection import promoted_dtype
 
-CRITERIA = ("taylor", "integrated_gradients", "random")
+if TYPE_CHECKING:  # pragma: no cover
+    from captum_prune._engine import Run
+    from captum_prune.options import PruningOptions
 
 
 @dataclass
@@ -45,12 +57,7 @@ class NeuronScores:
 
 
 def _recording_pass(
-    forward_func,
-    hooks: NeuronHooks,
-    inputs,
-    target,
-    additional_forward_args,
-    eligible: Optional[List[bool]] = None,
+    run: "Run", eligible: Optional[List[bool]] = None
 ) -> Tuple[Tensor, Tensor, List[Tensor]]:
     """Forward through the unpruned model, keeping every layer output as it left the layer.
 
@@ -60,34 +67,53 @@ def _recording_pass(
     is run again with the network getting copies, so that what is scored is never overwritten.
     With ``eligible`` (a list), whether each call's output may take the in-place score
     shortcut (:class:`captum_prune._fast.ScoreInPlace`) is appended to it.
+
+    A floating-point layer output that does not require grad while autograd is on (integer
+    inputs, frozen parameters below it) becomes a leaf that does, so that the objective can
+    still be differentiated with respect to it.
     """
     for give_copies in (False, True):
         kept: List[Tensor] = []
         versions: List[int] = []
         if eligible is not None:
             eligible.clear()
-
-        def record(call: int, output: Tensor) -> Optional[Tensor]:
-            kept.append(output)
-            versions.append(output._version)
-            if eligible is not None:
-                index = hooks.calls[call]
-                eligible.append(
-                    not give_copies
-                    and _fast.ScoreInPlace.applies(
-                        hooks.layers[index], output, hooks.hook_ids[index]
-                    )
-                )
-            return output.clone() if give_copies else None
-
-        with hooks.forward_pass(record):
-            output, values = forward_with_target(
-                forward_func, inputs, target, additional_forward_args
-            )
+        output, values = run.forward(
+            _recorder(run.hooks, kept, versions, eligible, give_copies)
+        )
         if all(t._version == v for t, v in zip(kept, versions)):
             break
-    _check_calls(hooks, inputs[0].shape[0], kept)
+    _check_calls(run.hooks, run.num_examples, kept)
     return output, values, kept
+
+
+def _recorder(
+    hooks: NeuronHooks,
+    kept: List[Tensor],
+    versions: List[int],
+    eligible: Optional[List[bool]],
+    give_copies: bool,
+) -> Callable[[int, Tensor], Optional[Tensor]]:
+    def record(call: int, output: Tensor) -> Optional[Tensor]:
+        leaf = (
+            not output.requires_grad
+            and output.is_floating_point()
+            and torch.is_grad_enabled()
+        )
+        if leaf:
+            output = output.detach().requires_grad_()
+        kept.append(output)
+        versions.append(output._version)
+        if eligible is not None:
+            index = hooks.calls[call]
+            eligible.append(
+                not give_copies
+                and _fast.ScoreInPlace.applies(hooks.layers[index], output, hooks.hook_ids[index])
+            )
+        if give_copies:
+            return output.clone()
+        return output if leaf else None
+
+    return record
 
 
 def _check_calls(hooks: NeuronHooks, num_examples: int, outputs: List[Tensor]) -> None:
@@ -108,16 +134,6 @@ def _check_calls(hooks: NeuronHooks, num_examples: int, outputs: List[Tensor]) -
                 "pruned. For sequence-first layers (S, N, E) pass batch_dims=1 (or one "
                 "batch dimension per layer) to PrunedGradient."
             )
-
-
-def check_same_calls(expected: List[int], hooks: NeuronHooks) -> None:
-    r"""Raises if a later pass called the neuron layers differently from the scoring pass."""
-    if hooks.calls != expected:
-        raise RuntimeError(
-            f"The model called the neuron layers {len(hooks.calls)} times in a later pass but "
-            f"{len(expected)} times while scoring (or in another order). PrunedGradient needs "
-            "a forward whose layer calls do not depend on the values flowing through it."
-        )
 
 
 def _score_dtype(activations: List[Tensor]) -> torch.dtype:
@@ -160,8 +176,8 @@ def _lowest_layer_outputs(acts: List[Tensor]) -> List[Tensor]:
     return [
         act
         for act in acts
-        if act.requires_grad and act.grad_fn is not None
-        and not _reaches(act.grad_fn, layer_nodes)
+        if act.requires_grad
+        and (act.grad_fn is None or not _reaches(act.grad_fn, layer_nodes))
     ]
 
 
@@ -179,16 +195,63 @@ def _reaches(start, nodes: set) -> bool:
     return False
 
 
-def taylor_scores(
-    forward_func,
-    hooks: NeuronHooks,
-    inputs,
-    target,
-    additional_forward_args,
-    keep_activations: bool = True,
-    **_: Any,
-) -> NeuronScores:
-    r"""``|a * dy/da|`` for every neuron: one forward and one backward pass.
+# ---------------------------------------------------------------- the registered criteria
+
+
+class Criterion:
+    r"""A neuron-scoring rule. Subclass, implement :meth:`score`, register with
+    :func:`register_criterion`; the name is then accepted as ``criterion=...`` everywhere.
+
+    Args:
+
+        options (PruningOptions): The call's options (``n_steps``, ``method``, ...).
+    """
+
+    name: ClassVar[str] = ""
+    #: Whether layers whose batch dimension is not the first (``batch_dims``) are supported.
+    supports_batch_dims: ClassVar[bool] = True
+
+    def __init__(self, options: "PruningOptions") -> None:
+        self.options = options
+
+    def score(self, run: "Run", keep_activations: bool) -> NeuronScores:
+        r"""Scores every neuron of every layer call of ``run``'s forward.
+
+        ``keep_activations=False`` allows the criterion to reuse the memory of the layer
+        outputs (the result's ``activations`` is then empty).
+        """
+        raise NotImplementedError
+
+
+#: ``criterion=...`` names and their classes.
+CRITERION_RULES: Registry = Registry("criterion")
+
+
+def register_criterion(name: str) -> Callable[[type], type]:
+    r"""A class decorator: registers a :class:`Criterion` subclass as ``criterion=name``.
+
+    Examples::
+
+        >>> from captum_prune.criteria import CRITERIA, Criterion, register_criterion
+        >>> @register_criterion("my_criterion")
+        ... class Mine(Criterion):
+        ...     def score(self, run, keep_activations):
+        ...         raise NotImplementedError
+        >>> "my_criterion" in CRITERIA
+        True
+        >>> from captum_prune.criteria import CRITERION_RULES
+        >>> _ = CRITERION_RULES._entries.pop("my_criterion")  # (undo, for this example)
+    """
+    return CRITERION_RULES.register(name)
+
+#: The accepted criterion names, live (a tuple-like sequence; tools list it).
+CRITERIA = CRITERION_RULES.names
+
+
+@register_criterion("taylor")
+class Taylor(Criterion):
+    r"""``|a * dy/da|`` for every neuron (the paper's NeuronMCT): one forward and one backward
+    pass.
 
     Each score is computed as soon as the gradient of its layer output is complete, so the
     gradients of all layers are never held at the same time. With ``keep_activations=False``
@@ -196,37 +259,38 @@ def taylor_scores(
     take its own score where that is provably unobservable (see
     :class:`captum_prune._fast.ScoreInPlace`).
     """
-    eligible: List[bool] = []
-    output, values, acts = _recording_pass(
-        forward_func, hooks, inputs, target, additional_forward_args,
-        eligible=None if keep_activations else eligible,
-    )
-    dtype = _score_dtype(acts)
-    shapes = [(act.shape, act.device) for act in acts]
-    kept = list(acts) if keep_activations else []
-    holder: List[Optional[Tensor]] = acts  # dropped entry by entry below
-    scores: List[Optional[Tensor]] = [None] * len(acts)
-    if values.requires_grad:
-        roots = _lowest_layer_outputs(acts)
-        root_ids = {id(root) for root in roots}
-        for call, act in enumerate(acts):
-            if not act.requires_grad:
-                continue
-            if eligible and eligible[call] and id(act) not in root_ids:
-                act.grad_fn.register_hook(_in_place_writer(holder, scores, call, dtype))
-            else:
-                act.register_hook(_score_writer(holder, scores, call, dtype))
-        del act
-        if roots:
-            torch.autograd.grad(values.sum(), roots, allow_unused=True)
-            del roots
-    holder.clear()
-    del acts
-    for call, score in enumerate(scores):
-        if score is None:  # no gradient reached this call: it cannot change the target
-            shape, device = shapes[call]
-            scores[call] = torch.zeros(shape, dtype=dtype, device=device)
-    return _scores_from(hooks, output, values, kept, scores)
+
+    def score(self, run: "Run", keep_activations: bool) -> NeuronScores:
+        eligible: List[bool] = []
+        output, values, acts = _recording_pass(
+            run, eligible=None if keep_activations else eligible
+        )
+        dtype = _score_dtype(acts)
+        shapes = [(act.shape, act.device) for act in acts]
+        kept = list(acts) if keep_activations else []
+        holder: List[Optional[Tensor]] = acts  # dropped entry by entry below
+        scores: List[Optional[Tensor]] = [None] * len(acts)
+        if values.requires_grad:
+            roots = _lowest_layer_outputs(acts)
+            root_ids = {id(root) for root in roots}
+            for call, act in enumerate(acts):
+                if not act.requires_grad:
+                    continue
+                if eligible and eligible[call] and id(act) not in root_ids:
+                    act.grad_fn.register_hook(_in_place_writer(holder, scores, call, dtype))
+                else:
+                    act.register_hook(_score_writer(holder, scores, call, dtype))
+            del act
+            if roots:
+                run.backward(values, roots)
+                del roots
+        holder.clear()
+        del acts
+        for call, score in enumerate(scores):
+            if score is None:  # no gradient reached this call: it cannot change the target
+                shape, device = shapes[call]
+                scores[call] = torch.zeros(shape, dtype=dtype, device=device)
+        return _scores_from(run.hooks, output, values, kept, scores)
 
 
 def _score_writer(holder: List, scores: List, call: int, dtype: torch.dtype) -> Callable:
@@ -247,112 +311,75 @@ def _in_place_writer(holder: List, scores: List, call: int, dtype: torch.dtype) 
     return write
 
 
-def random_scores(
-    forward_func, hooks: NeuronHooks, inputs, target, additional_forward_args, **_: Any
-) -> NeuronScores:
-    r"""Uniform random scores: prunes a random subset (the control baseline)."""
-    with torch.no_grad():
-        output, values, acts = _recording_pass(
-            forward_func, hooks, inputs, target, additional_forward_args
-        )
-    scores = _score_tensors(acts)
-    for score in scores:
-        score.uniform_()
-    return _scores_from(hooks, output, values, acts, scores)
-
-
-def _take_target(target: Any, rows: Tensor) -> Any:
-    """The target for the examples ``rows``: per-example targets are indexed, others shared."""
-    if isinstance(target, Tensor) and target.numel() > 1:
-        return target.index_select(0, rows.to(target.device))
-    if isinstance(target, list):
-        return [target[i] for i in rows.tolist()]
-    return target
-
-
-def _take_args(args: Any, rows: Tensor, num_examples: int) -> Any:
-    """Additional forward args for the examples ``rows``: as in Captum, tensors whose first
-    dimension is the batch are per-example, everything else is passed unchanged."""
-
-    def take(arg: Any) -> Any:
-        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == num_examples:
-            return arg.index_select(0, rows.to(arg.device))
-        return arg
-
-    return tuple(take(a) for a in args) if isinstance(args, tuple) else take(args)
-
-
-def integrated_gradient_scores(
-    forward_func,
-    hooks: NeuronHooks,
-    inputs,
-    target,
-    additional_forward_args,
-    n_steps: int = 10,
-    method: str = "gausslegendre",
-    internal_batch_size: Optional[int] = None,
-    **_: Any,
-) -> NeuronScores:
-    r"""Integrated Gradients of the target with respect to each layer call's output.
+@register_criterion("integrated_gradients")
+class IntegratedGradients(Criterion):
+    r"""Integrated Gradients of the objective with respect to each layer call's output.
 
     For call ``l`` only that call's output is scaled by ``alpha`` (the rest of the network is
     recomputed downstream of it), as in the paper's NeuronIntGrad, but on ``method``'s grid
     over ``[0, 1]`` and with every call of a reused module scored on its own. The ``alpha``
     steps of all examples are batched together, ``internal_batch_size`` rows at a time.
+    Costs ``calls x n_steps`` forward and backward passes.
     """
-    with torch.no_grad():
-        output, values, acts = _recording_pass(
-            forward_func, hooks, inputs, target, additional_forward_args
-        )
-    calls = list(hooks.calls)
-    scores = _score_tensors(acts)
-    result = _scores_from(hooks, output, values, acts, scores)
-    step_sizes_fn, alphas_fn = approximation_parameters(method)
-    device, dtype = acts[0].device, scores[0].dtype
-    alphas = torch.tensor(alphas_fn(n_steps), dtype=dtype, device=device)
-    weights = torch.tensor(step_sizes_fn(n_steps), dtype=dtype, device=device)
-    num_examples = inputs[0].shape[0]
-    rows = n_steps * num_examples
-    chunk = internal_batch_size or rows
-    detached = tuple(x.detach() for x in inputs)
 
-    for call, (act, score) in enumerate(zip(acts, scores)):
-        path_gradient = torch.zeros_like(act, dtype=dtype)
-        for start in range(0, rows, chunk):
-            row_ids = torch.arange(start, min(rows, start + chunk), device=device)
-            examples, steps = row_ids % num_examples, row_ids // num_examples
-            scaled: List[Tensor] = []
+    supports_batch_dims = False
 
-            def scale(index: int, out: Tensor, call=call, steps=steps) -> Optional[Tensor]:
-                if index != call:
-                    return None
-                shape = (-1,) + (1,) * (out.dim() - 1)
-                z = (out.detach() * alphas[steps].view(shape).to(out.dtype)).requires_grad_()
-                scaled.append(z)
-                return z.clone()  # a leaf must not reach an in-place op downstream
-
-            with hooks.forward_pass(scale):
-                _, chunk_values = forward_with_target(
-                    forward_func,
-                    tuple(x.index_select(0, examples.to(x.device)) for x in detached),
-                    _take_target(target, examples),
-                    _take_args(additional_forward_args, examples, num_examples),
+    def score(self, run: "Run", keep_activations: bool) -> NeuronScores:
+        options = self.options
+        with torch.no_grad():
+            output, values, acts = _recording_pass(run)
+        calls = list(run.hooks.calls)
+        scores = _score_tensors(acts)
+        result = _scores_from(run.hooks, output, values, acts, scores)
+        step_sizes_fn, alphas_fn = approximation_parameters(options.method)
+        device, dtype = acts[0].device, scores[0].dtype
+        alphas = torch.tensor(alphas_fn(options.n_steps), dtype=dtype, device=device)
+        weights = torch.tensor(step_sizes_fn(options.n_steps), dtype=dtype, device=device)
+        num_examples = run.num_examples
+        rows = options.n_steps * num_examples
+        chunk = options.internal_batch_size or rows
+        for call, (act, score) in enumerate(zip(acts, scores)):
+            path_gradient = torch.zeros_like(act, dtype=dtype)
+            for start in range(0, rows, chunk):
+                row_ids = torch.arange(start, min(rows, start + chunk), device=device)
+                examples, steps = row_ids % num_examples, row_ids // num_examples
+                scaled: List[Tensor] = []
+                _, chunk_values = run.rows(examples).forward(
+                    _scaler(call, alphas[steps], scaled)
                 )
-            check_same_calls(calls, hooks)
-            (grad,) = torch.autograd.grad(
-                chunk_values.sum(), scaled, allow_unused=True
-            )
-            if grad is not None:
-                shape = (-1,) + (1,) * (grad.dim() - 1)
-                path_gradient.index_add_(
-                    0, examples, grad.to(dtype) * weights[steps].view(shape)
-                )
-        torch.mul(act.to(dtype), path_gradient, out=score).abs_()
-    return result
+                run.hooks.check_same_calls(calls)
+                (grad,) = run.backward(chunk_values, scaled)
+                if grad is not None:
+                    shape = (-1,) + (1,) * (grad.dim() - 1)
+                    path_gradient.index_add_(
+                        0, examples, grad.to(dtype) * weights[steps].view(shape)
+                    )
+            torch.mul(act.to(dtype), path_gradient, out=score).abs_()
+        return result
 
 
-SCORERS: Dict[str, Callable[..., NeuronScores]] = {
-    "taylor": taylor_scores,
-    "integrated_gradients": integrated_gradient_scores,
-    "random": random_scores,
-}
+def _scaler(call: int, alphas: Tensor, scaled: List[Tensor]) -> Callable:
+    """The transform that scales layer call ``call`` by each row's ``alpha``."""
+
+    def scale(index: int, out: Tensor) -> Optional[Tensor]:
+        if index != call:
+            return None
+        shape = (-1,) + (1,) * (out.dim() - 1)
+        z = (out.detach() * alphas.view(shape).to(out.dtype)).requires_grad_()
+        scaled.append(z)
+        return z.clone()  # a leaf must not reach an in-place op downstream
+
+    return scale
+
+
+@register_criterion("random")
+class Random(Criterion):
+    r"""Uniform random scores: prunes a random subset (the control baseline; no backward)."""
+
+    def score(self, run: "Run", keep_activations: bool) -> NeuronScores:
+        with torch.no_grad():
+            output, values, acts = _recording_pass(run)
+        scores = _score_tensors(acts)
+        for score in scores:
+            score.uniform_()
+        return _scores_from(run.hooks, output, values, acts, scores)

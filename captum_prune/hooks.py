@@ -23,7 +23,8 @@ The object also
 """
 import contextlib
 import threading
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,25 @@ def running_threads() -> Set[int]:
         return set(_ACTIVE)
 
 
+@dataclass(frozen=True)
+class Capture:
+    r"""A module whose output (or, with ``to_input``, positional tensor inputs) every pass
+    records, as Captum's layer methods do: the network goes on with clones, so later in-place
+    ops cannot change what was recorded, and a floating-point recorded tensor that does not
+    require grad is made a leaf that does (gradients can be taken with respect to it).
+
+    Recorded after the module's other forward hooks (or pre-hooks): what the rest of the
+    network gets. On a neuron layer that is after the mask of the pruned pass.
+    """
+
+    module: nn.Module
+    to_input: bool = False
+
+
+#: The recorded tensors of one module call (a 1-tuple for a module that returns a tensor).
+Captured = Tuple[Tensor, ...]
+
+
 class NeuronHooks:
     r"""Forward hooks on the neuron layers, alive only inside a ``with`` block.
 
@@ -62,6 +82,9 @@ class NeuronHooks:
                     call names (``"layer1.0.relu#1"``).
         batch_dims (Sequence[int], optional): The batch dimension of each layer's output.
                     Default: 0 for every layer.
+        captures (Sequence[Capture], optional): Modules whose outputs or inputs every pass
+                    records in :attr:`captured` (for an objective read at a layer, or a
+                    gradient with respect to a layer). Default: none.
     """
 
     def __init__(
@@ -69,8 +92,13 @@ class NeuronHooks:
         layers: Sequence[nn.Module],
         names: Sequence[str],
         batch_dims: Optional[Sequence[int]] = None,
+        captures: Sequence[Capture] = (),
     ) -> None:
         self.layers = list(layers)
+        self.captures = list(captures)
+        #: Per capture, the recorded tensors of each of its calls in the current pass.
+        self.captured: List[List[Captured]] = [[] for _ in self.captures]
+        self._own_hook_ids: Set[int] = set()
         self.names = list(names)
         self.batch_dims = list(batch_dims) if batch_dims is not None else [0] * len(self.layers)
         self.transform: Optional[Transform] = None
@@ -116,6 +144,13 @@ class NeuronHooks:
                 handle = layer.register_forward_hook(self._hook_for(index), prepend=True)
                 self._handles.append(handle)
                 self.hook_ids.append(handle.id)
+            for index, capture in enumerate(self.captures):
+                if capture.to_input:
+                    handle = capture.module.register_forward_pre_hook(self._input_hook_for(index))
+                else:
+                    handle = capture.module.register_forward_hook(self._output_hook_for(index))
+                self._handles.append(handle)
+            self._own_hook_ids = {handle.id for handle in self._handles}
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -164,6 +199,7 @@ class NeuronHooks:
         """
         self.transform = transform
         self.calls = []
+        self.captured = [[] for _ in self.captures]
         try:
             yield
         finally:
@@ -174,6 +210,17 @@ class NeuronHooks:
         r"""Raises the first cause of an inexact result recorded so far (if any)."""
         if self.error is not None:
             raise self.error
+
+    def check_same_calls(self, expected: List[int]) -> None:
+        r"""Raises if the last pass called the neuron layers differently from ``expected``
+        (the scoring pass's :attr:`calls`)."""
+        if self.calls != expected:
+            raise RuntimeError(
+                f"The model called the neuron layers {len(self.calls)} times in a later pass "
+                f"but {len(expected)} times while scoring (or in another order). "
+                "PrunedGradient needs a forward whose layer calls do not depend on the values "
+                "flowing through it."
+            )
 
     def call_names(self) -> List[str]:
         r"""``"<module name>#<call>"`` for each call of the last pass."""
@@ -208,8 +255,8 @@ class NeuronHooks:
             return
         self._reached_ids.add(id(module))
         self.reached.append(module)
-        if module._forward_hooks and (
-            id(module) not in self._layer_ids or len(module._forward_hooks) > 1
+        if module._forward_hooks and any(
+            key not in self._own_hook_ids for key in module._forward_hooks
         ):
             self.foreign_hooks = True
         if module.training:
@@ -229,6 +276,57 @@ class NeuronHooks:
                 "thread, or do not use the model elsewhere during attribute()."
             )
         )
+
+    def _capture_allowed(self, module: nn.Module) -> bool:
+        if threading.get_ident() != self._thread:
+            if threading.get_ident() not in running_threads():
+                self._record_error(
+                    RuntimeError(
+                        f"layers: the recorded module {type(module).__name__} ran in another "
+                        "thread while PrunedGradient was running a pass on this thread; run "
+                        "the model's branches in the calling thread."
+                    )
+                )
+            return False
+        return True
+
+    def _record(self, index: int, tensors: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        """Records ``tensors`` for capture ``index``; returns what the network gets."""
+        kept, passed = [], []
+        for t in tensors:
+            if not isinstance(t, Tensor):
+                passed.append(t)
+                continue
+            if torch.is_grad_enabled() and not t.requires_grad and t.is_floating_point():
+                t = t.detach().requires_grad_()
+            kept.append(t)
+            passed.append(t.clone())
+        self.captured[index].append(tuple(kept))
+        return tuple(passed)
+
+    def _output_hook_for(self, index: int) -> Callable:
+        def hook(module: nn.Module, args, output):
+            if not self._capture_allowed(module):
+                return None
+            if isinstance(output, Tensor):
+                return self._record(index, (output,))[0]
+            if isinstance(output, tuple):
+                recorded = self._record(index, output)
+                return recorded if type(output) is tuple else type(output)(*recorded)
+            raise TypeError(
+                f"layers: the recorded module {type(module).__name__} returned "
+                f"{type(output).__name__}; only a tensor or a tuple of tensors can be recorded"
+            )
+
+        return hook
+
+    def _input_hook_for(self, index: int) -> Callable:
+        def hook(module: nn.Module, args):
+            if not self._capture_allowed(module):
+                return None
+            return self._record(index, tuple(args))
+
+        return hook
 
     def _hook_for(self, index: int) -> Callable:
         def hook(module: nn.Module, args, output):

@@ -1,4 +1,5 @@
 r"""Which modules of a model are the "neurons" that get pruned."""
+import sys
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
@@ -33,11 +34,86 @@ ACTIVATION_TYPES: Tuple[type, ...] = (
     nn.GLU,
 )
 
+#: Activation classes added with :func:`register_activation_type`, and the dotted paths of
+#: those registered by name (resolved only once their module has been imported).
+_REGISTERED_TYPES: List[type] = []
+_REGISTERED_PATHS: List[str] = []
+
+#: Hugging Face ``transformers`` activation modules (``transformers.activations``), registered
+#: by name so that nothing imports ``transformers``: GPT-2's MLP uses ``NewGELUActivation``
+#: (tanh GELU), BERT's ``GELUActivation``. ``LinearActivation`` (the identity) is left out.
+HUGGING_FACE_ACTIVATIONS: Tuple[str, ...] = tuple(
+    f"transformers.activations.{name}"
+    for name in (
+        "GELUActivation", "NewGELUActivation", "FastGELUActivation", "QuickGELUActivation",
+        "GELUTanh", "PytorchGELUTanh", "ClippedGELUActivation", "AccurateGELUActivation",
+        "SiLUActivation", "MishActivation", "LaplaceActivation", "ReLUSquaredActivation",
+        "SqrtSoftplusActivation", "XIELUActivation",
+    )
+)
+
+
+def register_activation_type(activation: Union[type, str]) -> Union[type, str]:
+    r"""Adds a module class to the default neuron layers of every method.
+
+    Use it for element-wise activation modules of other libraries, which are not subclasses of
+    the ``torch.nn`` ones in :data:`ACTIVATION_TYPES`. The class may be given itself or as a
+    dotted path (``"package.module.ClassName"``); a path is looked up only in modules already
+    imported, so registering costs no import. Returns its argument, so it works as a class
+    decorator. The Hugging Face activations of :data:`HUGGING_FACE_ACTIVATIONS` are registered
+    this way.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_prune import find_activation_layers, register_activation_type
+        >>> @register_activation_type
+        ... class Squared(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x * x
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), Squared(), torch.nn.Linear(4, 1))
+        >>> [name for name, _ in find_activation_layers(model)]
+        ['1']
+    """
+    if isinstance(activation, str):
+        if activation.count(".") < 1:
+            raise ValueError(
+                f"activation: expected a class or a dotted path 'module.ClassName', got "
+                f"{activation!r}"
+            )
+        if activation not in _REGISTERED_PATHS:
+            _REGISTERED_PATHS.append(activation)
+    elif isinstance(activation, type) and issubclass(activation, nn.Module):
+        if activation not in _REGISTERED_TYPES:
+            _REGISTERED_TYPES.append(activation)
+    else:
+        raise TypeError(
+            f"activation: expected an nn.Module subclass or a dotted path, got "
+            f"{type(activation).__name__}"
+        )
+    return activation
+
+
+def activation_types() -> Tuple[type, ...]:
+    r"""The classes whose instances are neuron layers by default: :data:`ACTIVATION_TYPES`
+    and those registered with :func:`register_activation_type` (by name: once imported)."""
+    found = list(ACTIVATION_TYPES) + _REGISTERED_TYPES
+    for path in _REGISTERED_PATHS:
+        module_name, _, class_name = path.rpartition(".")
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+for _path in HUGGING_FACE_ACTIVATIONS:
+    register_activation_type(_path)
+
 LayersArg = Optional[Union[nn.Module, Sequence[nn.Module]]]
 
 
 def find_activation_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    r"""Every activation module of ``model`` (see :data:`ACTIVATION_TYPES`), with its name.
+    r"""Every activation module of ``model`` (see :func:`activation_types`), with its name.
 
     For a network built from ``nn.ReLU`` modules this is exactly the paper's set of neurons.
 
@@ -57,10 +133,11 @@ def find_activation_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
         >>> [name for name, _ in find_activation_layers(model)][:3]
         ['relu', 'layer1.0.relu', 'layer1.1.relu']
     """
+    types = activation_types()
     return [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, ACTIVATION_TYPES)
+        if isinstance(module, types)
     ]
 
 

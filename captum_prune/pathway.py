@@ -1,6 +1,6 @@
 r"""The critical pathway of an input: which neurons survive pruning, and what they compute."""
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ class Pathway:
     #: The target value per example, unpruned and pruned.
     original_target: Tensor
     pruned_target: Tensor
+    #: ``(N,)`` float64: the sparsity each example was pruned at (the one asked for, or the
+    #: one ``sparsity="auto"`` chose).
+    sparsity: Optional[Tensor] = None
 
     @property
     def kept_fraction_per_layer(self) -> Tensor:

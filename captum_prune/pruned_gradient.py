@@ -1,34 +1,25 @@
 r"""PrunedGradient: the pathway gradient of Khakzar et al. as a Captum attribution method."""
-import contextlib
-from typing import Any, Callable, List, Optional, Tuple
+from dataclasses import fields, replace
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _is_tuple,
-)
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_prune import _fast, _safety
-from captum_prune._forward import forward_with_target
-from captum_prune.criteria import CRITERIA, SCORERS, check_same_calls
-from captum_prune.hooks import NeuronHooks
+from captum_prune import _auto, _engine, _safety
+from captum_prune._captum import (
+    TargetType,
+    TensorOrTupleOfTensorsGeneric,
+    format_output,
+    is_tuple,
+)
+from captum_prune._engine import PHASES
 from captum_prune.layers import BatchDimsArg, LayersArg, resolve_batch_dims, resolve_layers
+from captum_prune.options import DEFAULT_OUTPUT_CHANGE, DEFAULT_SPARSITY, PruningOptions
 from captum_prune.pathway import Pathway
-from captum_prune.selection import SELECTIONS, THRESHOLDS, select
 
-#: The paper's code default (``percentile_to_prune=85``).
-DEFAULT_SPARSITY = 0.85
-
-#: The steps of one call, labelled for ``torch.profiler`` as ``"PrunedGradient.<step>"``:
-#: scoring pass (forward and backward), selection of the pathway, pass through the pruned
-#: network (forward and backward).
-PHASES = ("score", "select", "pruned_pass")
+__all__ = ["PrunedGradient", "DEFAULT_SPARSITY", "PHASES"]
 
 
 class PrunedGradient(GradientAttribution):
@@ -117,6 +108,8 @@ class PrunedGradient(GradientAttribution):
         n_steps: int = 10,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        probability: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""
         Args:
@@ -133,8 +126,14 @@ class PrunedGradient(GradientAttribution):
             additional_forward_args (Any, optional): Extra arguments passed to
                         ``forward_func`` after the inputs; no gradient is taken for them.
                         Default: None
-            sparsity (float, optional): Fraction of neurons pruned, ``0 <= sparsity < 1``.
-                        The paper's code default is 0.85; its figures use 0.70-0.90.
+            sparsity (float, str or Tensor, optional): Fraction of neurons pruned,
+                        ``0 <= sparsity < 1``. The paper's code default is 0.85; its figures
+                        use 0.70-0.90. A 1-D tensor gives one fraction per example.
+                        ``"auto"`` chooses, per example, the largest sparsity whose pruned
+                        network keeps the target's probability within ``output_change``
+                        (relative) of the unpruned one, by bisection with forwards only (to
+                        ``2**-10``; 10 extra forward passes, no extra backward); the choice is
+                        reported in :attr:`Pathway.sparsity <captum_prune.Pathway.sparsity>`.
                         Default: 0.85
             criterion (str, optional): How neurons are scored:
                         ``"taylor"`` (``|a * dy/da|``, the paper's NeuronMCT),
@@ -162,6 +161,14 @@ class PrunedGradient(GradientAttribution):
             internal_batch_size (int, optional): Rows (example x step) per forward pass of
                         the ``"integrated_gradients"`` criterion, to bound memory. Default:
                         all ``n_steps * N`` rows at once.
+            output_change (float, optional): The bound of ``sparsity="auto"``:
+                        ``|p_c^pruned - p_c| <= output_change * p_c`` for the target's
+                        probability ``p_c`` (the authors' "15% output change").
+                        Default: 0.15
+            probability (callable, optional): ``output -> probabilities`` (same shape) used
+                        by ``sparsity="auto"``. Default: the softmax over dimension 1, which
+                        needs an ``(N, C)`` output with ``C >= 2``; pass e.g.
+                        ``torch.sigmoid`` for a binary logit.
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions**:
@@ -183,11 +190,11 @@ class PrunedGradient(GradientAttribution):
             >>> a.shape == smooth.shape == x.shape
             True
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        gradients, _ = self._run(
-            inputs, target, additional_forward_args, _options(locals()), want_pathway=False
+        options = _options(locals())
+        (gradients, _), = self._run(
+            inputs, target, additional_forward_args, [options], want_pathway=False
         )
-        return _format_output(is_inputs_tuple, gradients)
+        return format_output(is_tuple(inputs), gradients)
 
     def pathway(
         self,
@@ -201,6 +208,8 @@ class PrunedGradient(GradientAttribution):
         n_steps: int = 10,
         method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        probability: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> Pathway:
         r"""The critical pathway that :meth:`attribute` would use, for inspection.
 
@@ -223,162 +232,166 @@ class PrunedGradient(GradientAttribution):
             >>> [round(f, 2) for f in path.kept_fraction.tolist()]
             [0.1, 0.1]
         """
-        _, found = self._run(
-            inputs, target, additional_forward_args, _options(locals()), want_pathway=True
+        options = _options(locals())
+        (_, found), = self._run(
+            inputs, target, additional_forward_args, [options], want_pathway=True
         )
         assert found is not None
         return found
 
-    # ------------------------------------------------------------------ internals
+    def sweep(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        sparsities: Sequence[Union[float, str]] = (0.0, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99),
+        return_pathways: bool = False,
+        criterion: str = "taylor",
+        selection: str = "global",
+        threshold: str = "reference",
+        n_steps: int = 10,
+        method: str = "gausslegendre",
+        internal_batch_size: Optional[int] = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        probability: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Any:
+        r"""The attribution at several sparsities from one scoring pass.
 
-    @staticmethod
-    def _check_options(options: dict) -> None:
-        _safety.check_number("sparsity", options["sparsity"], 0.0, 1.0, high_open=True)
-        _safety.check_choice("criterion", options["criterion"], CRITERIA)
-        _safety.check_choice("selection", options["selection"], SELECTIONS)
-        _safety.check_choice("threshold", options["threshold"], THRESHOLDS)
-        _safety.check_positive_int("n_steps", options["n_steps"])
-        _safety.check_choice("method", options["method"], tuple(SUPPORTED_METHODS))
-        _safety.check_positive_int(
-            "internal_batch_size", options["internal_batch_size"], optional=True
+        Costs one scoring pass plus, per entry of ``sparsities``, one selection and one pass
+        through its pruned network (and for ``"auto"`` its bisection). Each entry's result is
+        bit for bit what :meth:`attribute` (or, with ``return_pathways``, :meth:`pathway`)
+        returns for that sparsity: the same scoring, selection and pruned pass run, only the
+        scoring is shared. (With ``criterion="random"`` that means one draw of scores for all
+        entries, as separate calls each started from the same random state would get.)
+
+        Args:
+
+            inputs, target, additional_forward_args: As in :meth:`attribute`.
+            sparsities (sequence, optional): The sparsities: fractions in ``[0, 1)``,
+                        ``"auto"``, or per-example tensors, in any order (repeats allowed).
+                        Default: the paper's sweep, 0, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99.
+            return_pathways (bool, optional): Also return each entry's
+                        :class:`~captum_prune.Pathway` (they share one ``scores`` and
+                        ``activations`` list; the masks are each entry's own).
+                        Default: False
+            criterion (str, optional): As in :meth:`attribute`; likewise ``selection``,
+                        ``threshold``, ``n_steps``, ``method``, ``internal_batch_size``,
+                        ``output_change`` and ``probability``, the same for every entry.
+
+        Returns:
+            A list with one attribution per entry (each as :meth:`attribute` returns it);
+            with ``return_pathways=True`` the tuple ``(attributions, pathways)``.
+
+        Examples::
+
+            >>> import torch, torchvision
+            >>> from captum_prune import PrunedGradient
+            >>> model = torchvision.models.resnet18(num_classes=10).eval()
+            >>> x = torch.randn(2, 3, 32, 32)
+            >>> pg = PrunedGradient(model)
+            >>> maps = pg.sweep(x, target=[3, 7], sparsities=[0.7, 0.9, 0.99])
+            >>> len(maps), torch.equal(maps[1], pg.attribute(x, target=[3, 7], sparsity=0.9))
+            (3, True)
+            >>> maps, paths = pg.sweep(x, target=3, sparsities=[0.9, "auto"],
+            ...                        return_pathways=True)
+            >>> paths[0].sparsity
+            tensor([0.9000, 0.9000], dtype=torch.float64)
+        """
+        if isinstance(sparsities, (str, bytes, Tensor)) or not hasattr(sparsities, "__iter__"):
+            raise ValueError(
+                f"sparsities: expected a sequence of sparsities (numbers in [0, 1), 'auto' or "
+                f"per-example tensors), got {sparsities!r}")
+        entries = list(sparsities)
+        if not entries:
+            raise ValueError("sparsities: must not be empty")
+        if not isinstance(return_pathways, bool):
+            raise TypeError(
+                f"return_pathways: expected a bool, got {type(return_pathways).__name__}")
+        shared = _options(dict(locals(), sparsity=DEFAULT_SPARSITY))
+        every = []
+        for position, entry in enumerate(entries):
+            try:
+                every.append(replace(shared, sparsity=entry))
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"sparsities[{position}]: {error}") from None
+        results = self._run(
+            inputs, target, additional_forward_args, every, want_pathway=return_pathways
         )
+        maps = [format_output(is_tuple(inputs), gradients) for gradients, _ in results]
+        if not return_pathways:
+            return maps
+        return maps, [found for _, found in results]
+
+    # ------------------------------------------------------------------ internals
 
     def _run(
         self,
         inputs: Any,
         target: TargetType,
         additional_forward_args: Any,
-        options: dict,
+        every: List[PruningOptions],
         want_pathway: bool,
-    ) -> Tuple[Tuple[Tensor, ...], Optional[Pathway]]:
-        _safety.check_grad_mode()
-        self._check_options(options)
-        if options["criterion"] == "integrated_gradients" and any(self.batch_dims):
-            raise ValueError(
-                "criterion: 'integrated_gradients' needs batch-first layers (batch_dims 0); "
-                "use 'taylor' or 'random' with sequence-first layers"
-            )
-        inputs = _safety.prepare_inputs(inputs)
-        additional_forward_args = _format_additional_forward_args(additional_forward_args)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.enable_grad())
-            hooks = stack.enter_context(
-                NeuronHooks(self.layers, self.layer_names, self.batch_dims)
-            )
-            with _phase("score"):
-                scored = SCORERS[options["criterion"]](
-                    self.forward_func,
-                    hooks,
-                    inputs,
-                    target,
-                    additional_forward_args,
-                    n_steps=options["n_steps"],
-                    method=options["method"],
-                    internal_batch_size=options["internal_batch_size"],
-                    keep_activations=want_pathway,
-                )
-            _safety.warn_if_training(hooks)
-            call_dims = [hooks.batch_dims[index] for index in scored.calls]
-            if any(call_dims):
-                scored.scores = _batch_first(scored.scores, call_dims)
-                scored.activations = _batch_first(scored.activations, call_dims)
-            with _phase("select"):
-                masks = select(
-                    scored.scores,
-                    float(options["sparsity"]),
-                    options["selection"],
-                    options["threshold"],
-                )
+    ) -> List[Tuple[Tuple[Tensor, ...], Optional[Pathway]]]:
+        r"""The three steps of the engine (:mod:`captum_prune._engine`) for the target: one
+        scoring pass, then a selection and a pruned pass for each of ``every`` (options that
+        differ only in their sparsity)."""
+        with _engine.session(
+            self.forward_func, self.layers, self.layer_names, self.batch_dims, inputs,
+            _engine.TargetObjective(target), additional_forward_args,
+        ) as run:
+            scored = _engine.score(run, every[0], keep_activations=want_pathway)
+            selected = [_select(run, scored, options) for options in every]
             scores = scored.scores if want_pathway else None
             # Free scores and activations (which may share memory) before pass 2.
             scored.scores = []
             if not want_pathway:
                 scored.activations.clear()
-            with _phase("pruned_pass"):
-                layer_masks = masks
-                if any(call_dims):
-                    layer_masks = [m.movedim(0, d) for m, d in zip(masks, call_dims)]
-                output, values, gradients = _masked_gradients(
-                    self.forward_func, hooks, scored.calls, layer_masks, inputs, target,
-                    additional_forward_args,
+            passes = []
+            for options, (masks, _) in zip(every, selected):
+                pruned = _engine.pruned_pass(run, scored.calls, masks)
+                if isinstance(options.sparsity, str):  # "auto"
+                    _auto.check_bound(pruned.output, scored, run, options)
+                passes.append(pruned)
+        results = []
+        for (masks, sparsity), pruned in zip(selected, passes):
+            _warn_if_empty(pruned.gradients)
+            found = None
+            if want_pathway:
+                found = Pathway(
+                    layer_names=scored.call_names,
+                    masks=masks,
+                    scores=scores,
+                    activations=scored.activations,
+                    original_output=scored.output,
+                    pruned_output=pruned.output,
+                    original_target=scored.target_values,
+                    pruned_target=pruned.values,
+                    sparsity=sparsity,
                 )
-        _warn_if_empty(gradients)
-        if not want_pathway:
-            return gradients, None
-        return gradients, Pathway(
-            layer_names=scored.call_names,
-            masks=masks,
-            scores=scores,
-            activations=scored.activations,
-            original_output=scored.output,
-            pruned_output=output,
-            original_target=scored.target_values,
-            pruned_target=values,
-        )
+            results.append((pruned.gradients, found))
+        return results
 
 
-#: The method options shared by :meth:`PrunedGradient.attribute` and ``pathway``.
-_OPTION_NAMES = (
-    "sparsity", "criterion", "selection", "threshold", "n_steps", "method", "internal_batch_size"
-)
+#: The option arguments of :meth:`PrunedGradient.attribute`, ``pathway`` and ``sweep``.
+_OPTION_NAMES = tuple(f.name for f in fields(PruningOptions))
 
 
-def _batch_first(tensors: List[Tensor], dims: List[int]) -> List[Tensor]:
-    """Each call's tensor with its batch dimension moved to the front."""
-    if not tensors:
-        return tensors
-    return [t.movedim(d, 0).contiguous() if d else t for t, d in zip(tensors, dims)]
+def _options(arguments: dict) -> PruningOptions:
+    """The options out of a public method's arguments (``locals()``)."""
+    return PruningOptions(**{name: arguments[name] for name in _OPTION_NAMES})
 
 
-def _phase(name: str) -> torch.profiler.record_function:
-    """A ``torch.profiler`` range for one step of the method (costs microseconds unprofiled)."""
-    return torch.profiler.record_function(f"PrunedGradient.{name}")
-
-
-def _options(arguments: dict) -> dict:
-    """The method options out of a call's arguments (both public methods take the same)."""
-    return {name: arguments[name] for name in _OPTION_NAMES}
-
-
-def _masked_gradients(
-    forward_func: Callable,
-    hooks: NeuronHooks,
-    calls: List[int],
-    masks: List[Tensor],
-    inputs: Tuple[Tensor, ...],
-    target: TargetType,
-    additional_forward_args: Any,
-) -> Tuple[Tensor, Tensor, Tuple[Tensor, ...]]:
-    """Forward with every layer call multiplied by its fixed mask, then d target / d inputs."""
-
-    def apply_mask(call: int, output: Tensor) -> Optional[Tensor]:
-        if call >= len(masks) or masks[call].shape != output.shape:
-            raise RuntimeError(
-                f"The model's layer call {call} changed shape between the scoring and the "
-                "gradient pass; PrunedGradient needs a forward whose layer calls do not depend "
-                "on the values flowing through it."
-            )
-        index = hooks.calls[call]
-        if _fast.can_mask_in_place(
-            hooks.layers[index], output, hooks.hook_ids[index], hooks.foreign_hooks
-        ):
-            _fast.mask_in_place(output, masks[call])
-            return None
-        return output * masks[call]
-
-    with hooks.forward_pass(apply_mask):
-        output, values = forward_with_target(
-            forward_func, inputs, target, additional_forward_args
-        )
-    check_same_calls(calls, hooks)
-    if values.requires_grad:
-        grads = torch.autograd.grad(values.sum(), inputs, allow_unused=True)
-    else:
-        grads = (None,) * len(inputs)
-    gradients = tuple(
-        torch.zeros_like(x).detach() if g is None else g for x, g in zip(inputs, grads)
+def _select(run: "_engine.Run", scored, options: PruningOptions) -> Tuple[List[Tensor], Tensor]:
+    """The keep-masks of ``options.sparsity`` and the ``(N,)`` float64 sparsity per example."""
+    if isinstance(options.sparsity, str):  # "auto"
+        return _auto.choose_sparsity(run, scored, options)
+    masks = _engine.select_masks(
+        scored.scores, options.sparsity, options.selection, options.threshold
     )
-    return output.detach(), values.detach(), gradients
+    n = run.num_examples
+    if isinstance(options.sparsity, Tensor):
+        return masks, options.sparsity.detach().double().cpu().clone()
+    return masks, torch.full((n,), options.sparsity, dtype=torch.float64)
 
 
 def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:

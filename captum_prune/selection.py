@@ -17,15 +17,13 @@ Two threshold rules:
   lowest scores, ties broken by position (the later neuron in forward order is pruned first).
 """
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, ClassVar, List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from captum_prune import _cpu
-
-THRESHOLDS = ("reference", "exact")
-SELECTIONS = ("global", "per_layer")
+from captum_prune._registry import Registry
 
 #: A score tensor, or row-aligned score chunks (one per layer call).
 Scores = Union[Tensor, Sequence[Tensor]]
@@ -261,9 +259,96 @@ def exact_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
     return _like(scores, keep)
 
 
+# ---------------------------------------------------------------- the registered rules
+
+#: A fraction for every example, or one ``(N,)`` tensor of per-example fractions.
+Sparsity = Union[float, Tensor]
+
+
+class ThresholdRule:
+    r"""How the neurons of one pool (a row of pooled scores per example) are pruned.
+
+    Subclass, implement :meth:`keep` and register it with :func:`register_threshold`; its name
+    is then accepted as ``threshold=...``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def keep(self, scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
+        r"""Keep-masks (True: kept) in the form of ``scores`` for one ``sparsity``."""
+        raise NotImplementedError
+
+
+class Selection:
+    r"""Which pools a threshold rule is applied to (all layer calls together, or each).
+
+    Subclass, implement :meth:`keep` and register it with :func:`register_selection`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def keep(self, scores: List[Tensor], sparsity: float, rule: ThresholdRule) -> List[Tensor]:
+        r"""One keep-mask per chunk of ``scores`` (batch first) for one ``sparsity``."""
+        raise NotImplementedError
+
+
+#: ``threshold=...`` names and their classes.
+THRESHOLD_RULES: Registry = Registry("threshold")
+#: ``selection=...`` names and their classes.
+SELECTION_RULES: Registry = Registry("selection")
+
+
+def register_threshold(name: str) -> Callable[[type], type]:
+    r"""A class decorator: registers a :class:`ThresholdRule` subclass as
+    ``threshold=name``."""
+    return THRESHOLD_RULES.register(name)
+
+
+def register_selection(name: str) -> Callable[[type], type]:
+    r"""A class decorator: registers a :class:`Selection` subclass as ``selection=name``."""
+    return SELECTION_RULES.register(name)
+
+#: The accepted names, live (a tuple-like sequence).
+THRESHOLDS = THRESHOLD_RULES.names
+SELECTIONS = SELECTION_RULES.names
+
+
+@register_threshold("reference")
+class ReferenceThreshold(ThresholdRule):
+    r"""The authors' rule: numpy's linear percentile, ``score <= tau`` pruned
+    (:func:`reference_keep`)."""
+
+    def keep(self, scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
+        return reference_keep(scores, sparsity)
+
+
+@register_threshold("exact")
+class ExactThreshold(ThresholdRule):
+    r"""Exactly ``round(sparsity * n)`` pruned, ties by forward order (:func:`exact_keep`)."""
+
+    def keep(self, scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:
+        return exact_keep(scores, sparsity)
+
+
+@register_selection("global")
+class GlobalSelection(Selection):
+    r"""One pool per example over every layer call (the paper's)."""
+
+    def keep(self, scores: List[Tensor], sparsity: float, rule: ThresholdRule) -> List[Tensor]:
+        return list(rule.keep(list(scores), sparsity))
+
+
+@register_selection("per_layer")
+class PerLayerSelection(Selection):
+    r"""Each layer call pruned by ``sparsity`` on its own."""
+
+    def keep(self, scores: List[Tensor], sparsity: float, rule: ThresholdRule) -> List[Tensor]:
+        return [rule.keep(chunk, sparsity) for chunk in scores]
+
+
 def select(
     scores: Scores,
-    sparsity: float,
+    sparsity: Sparsity,
     selection: str = "global",
     threshold: str = "reference",
 ) -> Union[Tensor, List[Tensor]]:
@@ -273,15 +358,47 @@ def select(
 
         scores (Tensor or list[Tensor]): Scores, one chunk per layer call in forward order,
                     the batch first.
-        sparsity (float): Fraction of neurons to prune, ``0 <= sparsity < 1``.
-        selection (str): ``"global"`` (one threshold over all chunks, the paper's) or
-                    ``"per_layer"`` (each chunk pruned by the same fraction).
-        threshold (str): ``"reference"`` or ``"exact"`` (see the module docstring).
+        sparsity (float or Tensor): Fraction of neurons to prune, ``0 <= sparsity < 1``: one
+                    for all examples, or a ``(N,)`` tensor with one per example (examples
+                    that share a value are selected together).
+        selection (str): A registered :class:`Selection`: ``"global"`` (one threshold over
+                    all chunks, the paper's) or ``"per_layer"`` (each chunk pruned by the same
+                    fraction).
+        threshold (str): A registered :class:`ThresholdRule`: ``"reference"`` or ``"exact"``
+                    (see the module docstring).
 
     Returns:
         Bool masks in the form of ``scores``, True where the neuron is kept.
     """
-    keep_rule = reference_keep if threshold == "reference" else exact_keep
-    if selection == "global" or isinstance(scores, Tensor):
-        return keep_rule(scores, sparsity)
-    return [keep_rule(chunk, sparsity) for chunk in scores]
+    rule = THRESHOLD_RULES.get(threshold)()
+    chooser = SELECTION_RULES.get(selection)()
+    chunks = [scores] if isinstance(scores, Tensor) else list(scores)
+    if isinstance(sparsity, Tensor):
+        masks = _per_example(chunks, sparsity, chooser, rule)
+    else:
+        masks = chooser.keep(chunks, float(sparsity), rule)
+    return masks[0] if isinstance(scores, Tensor) else masks
+
+
+def _per_example(
+    chunks: List[Tensor], sparsity: Tensor, chooser: Selection, rule: ThresholdRule
+) -> List[Tensor]:
+    """Masks with example ``i`` pruned by ``sparsity[i]``: the rows of each distinct value
+    are selected together and put back in place."""
+    num_examples = chunks[0].shape[0] if chunks and chunks[0].dim() else 0
+    if sparsity.dim() != 1 or sparsity.shape[0] != num_examples:
+        raise ValueError(
+            f"sparsity: a tensor sparsity needs one value per example ({num_examples}), got "
+            f"shape {tuple(sparsity.shape)}"
+        )
+    values = sparsity.detach().double().cpu()
+    distinct = torch.unique(values)
+    if distinct.numel() == 1:
+        return chooser.keep(chunks, float(distinct[0]), rule)
+    masks = [torch.empty(c.shape, dtype=torch.bool, device=c.device) for c in chunks]
+    for value in distinct.tolist():
+        rows = (values == value).nonzero().flatten()
+        part = [c.index_select(0, rows.to(c.device)) for c in chunks]
+        for mask, kept in zip(masks, chooser.keep(part, value, rule)):
+            mask[rows.to(mask.device)] = kept
+    return masks

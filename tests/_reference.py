@@ -16,7 +16,7 @@ def reference_pathway_gradient(model, x, target, percentile):
         xi = x[i : i + 1].clone().requires_grad_()
         recorded = []
 
-        def record(module, args, out):
+        def record(module, args, out, recorded=recorded):
             recorded.append(out)
             return out.clone()
 
@@ -36,7 +36,7 @@ def reference_pathway_gradient(model, x, target, percentile):
         masks = [(s <= tau) for s in scores]  # True = pruned
         calls = [0]
 
-        def prune(module, args, out):
+        def prune(module, args, out, masks=masks, calls=calls):
             mask = masks[calls[0]]
             calls[0] += 1
             return out.masked_fill(mask, 0.0)

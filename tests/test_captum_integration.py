@@ -18,6 +18,8 @@ test_config = pytest.importorskip("captum.testing.attr.helpers.test_config")
 
 SALIENCY_CONFIGS = [c for c in test_config.config if Saliency in c["algorithms"]]
 
+_NOISE_TUNNEL_ARGS = ("nt_samples", "nt_samples_batch_size", "stdevs")
+
 
 def _randomize(model, seed):
     """Captum's test models use all-ones weights, which makes many neurons tie and can hide
@@ -52,7 +54,9 @@ def _split_example(args, i, n):
         elif key == "additional_forward_args" and value is not None:
             items = value if isinstance(value, tuple) else (value,)
             one[key] = tuple(
-                a[i : i + 1] if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n else a
+                a[i : i + 1]
+                if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n
+                else a
                 for a in items
             )
         else:
@@ -73,7 +77,7 @@ def test_captum_configs(config, weights):
 
     # Sparsity 0 is the plain gradient, in every config (NoiseTunnel: zero noise).
     if noise_tunnel:
-        plain_args = {k: v for k, v in args.items() if k not in ("nt_samples", "nt_samples_batch_size", "stdevs")}
+        plain_args = {k: v for k, v in args.items() if k not in _NOISE_TUNNEL_ARGS}
         plain = Saliency(model).attribute(**copy.deepcopy(plain_args), abs=False)
         zero_noise = {**args, "stdevs": 0.0, "sparsity": 0.0}
         got = _call(pg, zero_noise, True)
@@ -92,7 +96,7 @@ def test_captum_configs(config, weights):
     results = result if is_tuple else (result,)
     for r, x in zip(results, inputs if is_tuple else (inputs,)):
         assert r.shape == x.shape and r.dtype == x.dtype and not r.requires_grad
-    plain_pruned_args = {k: v for k, v in pruned_args.items() if k not in ("nt_samples", "nt_samples_batch_size", "stdevs")}
+    plain_pruned_args = {k: v for k, v in pruned_args.items() if k not in _NOISE_TUNNEL_ARGS}
     for i in range(n):
         single = pg.attribute(**copy.deepcopy(_split_example(plain_pruned_args, i, n)))
         singles = single if is_tuple else (single,)
@@ -132,15 +136,22 @@ def test_infidelity_and_sensitivity_max(bias_free_net, images16):
 
     torch.manual_seed(0)
     attributions = pg.attribute(images16, target=2, sparsity=0.7)
-    score = infidelity(bias_free_net, perturb, images16, attributions, target=2, n_perturb_samples=4)
+    score = infidelity(
+        bias_free_net, perturb, images16, attributions, target=2, n_perturb_samples=4
+    )
     assert score.shape == (3,) and torch.isfinite(score).all() and (score >= 0).all()
 
     # (At 0.7 this small net only loses zero-score neurons; 0.95 prunes live ones.)
-    assert not torch.equal(pg.attribute(images16, target=2, sparsity=0.95), pg.attribute(images16, target=2, sparsity=0.0))
+    assert not torch.equal(
+        pg.attribute(images16, target=2, sparsity=0.95),
+        pg.attribute(images16, target=2, sparsity=0.0),
+    )
     torch.manual_seed(0)
     sens = sensitivity_max(pg.attribute, images16, target=2, sparsity=0.95, n_perturb_samples=3)
     torch.manual_seed(0)
-    sens_plain = sensitivity_max(pg.attribute, images16, target=2, sparsity=0.0, n_perturb_samples=3)
+    sens_plain = sensitivity_max(
+        pg.attribute, images16, target=2, sparsity=0.0, n_perturb_samples=3
+    )
     assert sens.shape == (3,) and torch.isfinite(sens).all() and (sens >= 0).all()
     assert not torch.equal(sens, sens_plain)
 
@@ -150,7 +161,9 @@ def test_visualize_image_attr_on_the_output(bias_free_net, images16):
     heat = attributions[0].permute(1, 2, 0).numpy()
     image = (images16[0].permute(1, 2, 0).numpy() - images16.min().item())
     image = image / image.max()
-    fig, ax = viz.visualize_image_attr(heat, image, method="blended_heat_map", sign="absolute_value", use_pyplot=False)
+    fig, ax = viz.visualize_image_attr(
+        heat, image, method="blended_heat_map", sign="absolute_value", use_pyplot=False
+    )
     assert fig is not None and len(ax.images) >= 1
     fig, axes = viz.visualize_image_attr_multiple(
         heat, image, ["original_image", "heat_map"], ["all", "positive"], use_pyplot=False

@@ -16,6 +16,7 @@ MODULES = (
     "captum_prune.pruned_gradient",
     "captum_prune.pathway",
     "captum_prune.layers",
+    "captum_prune.layer_attribution",
     "captum_prune.criteria",
     "captum_prune.selection",
     "captum_prune.hooks",
@@ -45,6 +46,12 @@ MODULES = (
     "captum_prune.evaluation.srg",
     "captum_prune.evaluation.grid_pointing",
     "captum_prune.evaluation.randomisation",
+    "captum_prune.evaluation.linearity",
+    "captum_prune.evaluation.sparsity",
+    "captum_prune.options",
+    "captum_prune.evaluation.compare",
+    "captum_prune.zoo.datasets",
+    "captum_prune.zoo.presets",
 )
 
 #: Docstring examples that are illustrations, not runnable doctests: they use names the

@@ -142,7 +142,9 @@ def test_recording_hooks_see_the_true_activations_of_each_pass(fast):
     try:
         ours = _recorded_runs(
             model, x,
-            lambda: PrunedGradient(model, layers=layers).attribute(x, target=target, sparsity=SPARSITY),
+            lambda: PrunedGradient(model, layers=layers).attribute(
+                x, target=target, sparsity=SPARSITY
+            ),
         )
     finally:
         _fast.ENABLED = True
@@ -273,6 +275,57 @@ def test_a_branch_in_a_worker_thread_is_a_clear_error():
         PrunedGradient(model).attribute(_x(shape=(2, 10)), target=[0, 1])
 
 
+class _BackwardThread(nn.Module):
+    """A tensor hook that, during the backward of pass ``on_pass`` (1: scoring, 2: pruned),
+    runs a neuron layer in a worker thread (as an autograd device thread recomputing a
+    checkpointed block would on CUDA)."""
+
+    def __init__(self, on_pass):
+        super().__init__()
+        self.fc1, self.relu1 = nn.Linear(10, 8), nn.ReLU()
+        self.fc2, self.relu2 = nn.Linear(8, 8), nn.ReLU()
+        self.out = nn.Linear(8, 3)
+        self.on_pass, self.passes = on_pass, 0
+
+    def _in_a_thread(self, grad):
+        worker = threading.Thread(target=lambda: self.relu2(torch.zeros(1, 8, dtype=grad.dtype)))
+        worker.start()
+        worker.join()
+
+    def forward(self, x):
+        self.passes += 1
+        h = self.fc2(self.relu1(self.fc1(x)))
+        if h.requires_grad and self.passes == self.on_pass:
+            h.register_hook(self._in_a_thread)
+        return self.out(self.relu2(h))
+
+
+# taylor: pass 1 scores, pass 2 is pruned; integrated_gradients: pass 1 records (no grad),
+# passes 2 and 3 integrate the two layer calls, pass 4 is pruned.
+@pytest.mark.parametrize(
+    "criterion, on_pass",
+    [("taylor", 1), ("taylor", 2), ("integrated_gradients", 2), ("integrated_gradients", 4)],
+)
+def test_a_neuron_layer_run_by_another_thread_during_a_backward_is_a_clear_error(
+    criterion, on_pass
+):
+    model = _net(factory=lambda: _BackwardThread(on_pass))
+    with pytest.raises(RuntimeError, match="relu2' ran in another thread"):
+        PrunedGradient(model).attribute(
+            _x(shape=(2, 10)), target=[0, 1], criterion=criterion, n_steps=2
+        )
+    assert model.passes == on_pass  # raised right after that pass's backward
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_the_pruned_pass_backward_is_checked_too():
+    # Without a check after the last backward, this run returned an unpruned-looking map.
+    model = _net(factory=lambda: _BackwardThread(2))
+    x = _x(shape=(2, 10))
+    with pytest.raises(RuntimeError, match="relu2' ran in another thread"):
+        PrunedGradient(model).attribute(x, target=[0, 1])
+
+
 def _train_mode_buffers_restored(model, forward_func, x):
     before = [b.clone() for b in model.buffers()]
     assert before
@@ -332,6 +385,40 @@ def test_an_int_target_on_a_three_dimensional_output_is_refused_like_captum():
     with pytest.raises(ValueError, match="target"):
         PrunedGradient(model).attribute(x, target=1)
     PrunedGradient(model).attribute(x, target=(1, 2))  # a full multi-index works
+
+
+class _ThreeByOne(_ThreeByFive):
+    def forward(self, x):
+        return self.out(self.relu(self.fc(x)))[:, :3].reshape(-1, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "target", [1, -1, (2,), (2, 0), [(0,), (1,)], [(0, 0), (1, 0)], torch.tensor(2)]
+)
+def test_targets_follow_captums_rules(target):
+    from captum.attr import Saliency
+
+    model, x = _net(factory=_ThreeByOne), _x(shape=(2, 10))
+    expected = Saliency(model).attribute(x.clone().requires_grad_(), target=target, abs=False)
+    got = PrunedGradient(model).attribute(x, target=target, sparsity=0.0)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize(
+    "target, match",
+    [
+        (torch.tensor(1.0), "integer"),
+        ([(0, 0), 1], "either ints or tuples"),
+        ([(0, 0), (1,)], "the same length"),
+        ([0, 1], "2-D output"),
+        ((0, 0, 0), "needs 2"),
+        ("1", "expected None, an int"),
+    ],
+)
+def test_targets_captum_refuses_are_named(target, match):
+    model, x = _net(factory=_ThreeByOne), _x(shape=(2, 10))
+    with pytest.raises((ValueError, TypeError), match=match):
+        PrunedGradient(model).attribute(x, target=target)
 
 
 def test_warnings_point_at_the_callers_line():

@@ -1,4 +1,5 @@
-"""The speed-ups change nothing: numpy and torch paths, threads, scores written over ReLU outputs."""
+"""The speed-ups change nothing: numpy and torch paths, threads, scores written over ReLU
+outputs."""
 import pytest
 import torch
 from torch import nn
@@ -53,7 +54,9 @@ def test_thread_count_does_not_change_the_selection(monkeypatch):
     monkeypatch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1)  # pool these small chunks too
     pools = []
     executor = _cpu.ThreadPoolExecutor
-    monkeypatch.setattr(_cpu, "ThreadPoolExecutor", lambda *a, **k: pools.append(a) or executor(*a, **k))
+    monkeypatch.setattr(
+        _cpu, "ThreadPoolExecutor", lambda *a, **k: pools.append(a) or executor(*a, **k)
+    )
     chunks = _chunks(1, n_rows=4)
     threads = torch.get_num_threads()
     try:

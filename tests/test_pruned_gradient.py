@@ -172,7 +172,7 @@ def _brute_force_layer_ig(model, x, target, layer, n_points=200):
         alpha = (k + 0.5) / n_points
         holder = {}
 
-        def scale(m, a, o):
+        def scale(m, a, o, holder=holder, alpha=alpha):
             holder["z"] = (o.detach() * alpha).requires_grad_()
             return holder["z"]
 

@@ -271,7 +271,9 @@ def test_all_zero_map_warns(bias_free_net, images16):
     # Pruning every neuron of the last hidden layer cuts the input off from the output.
     pg = PrunedGradient(bias_free_net, layers=[bias_free_net.act])
     with pytest.warns(UserWarning, match="no longer depends on the input"):
-        got = pg.attribute(images16, target=0, sparsity=0.99, threshold="exact", selection="per_layer")
+        got = pg.attribute(
+            images16, target=0, sparsity=0.99, threshold="exact", selection="per_layer"
+        )
     assert torch.count_nonzero(got) == 0
 
 
@@ -279,3 +281,18 @@ def test_compiled_models_are_refused(bias_free_net):
     compiled = torch.compile(bias_free_net)
     with pytest.raises(TypeError, match="_orig_mod"):
         PrunedGradient(compiled)
+
+
+@pytest.mark.parametrize("maps", ["method", "precomputed"])
+def test_evaluation_names_a_bad_target(maps):
+    from captum.attr import Saliency
+
+    from captum_prune.evaluation import pixel_perturbation
+
+    torch.manual_seed(0)
+    model = BiasFreeNet(classes=2).eval()
+    images = torch.randn(2, 3, 16, 16)
+    attributions = Saliency if maps == "method" else torch.rand(2, 16, 16)
+    with pytest.raises(ValueError, match="target: each entry 5 is out of range"):
+        pixel_perturbation(model, images, attributions if maps == "precomputed"
+                           else attributions(model), target=5, fractions=[0.1])

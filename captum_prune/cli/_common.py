@@ -4,7 +4,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
@@ -54,8 +54,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_sparsity(value: float) -> float:
+def parse_sparsity(text: str) -> Union[float, str]:
+    r"""``--sparsity``'s type: a number, or ``auto`` (PrunedGradient's ``sparsity="auto"``)."""
+    return "auto" if text == "auto" else float(text)
+
+
+def check_sparsity(value: Union[float, str]) -> Union[float, str]:
     r"""Validates ``--sparsity``."""
+    if value == "auto":
+        return value
     if not 0.0 <= value < 1.0:
         raise CommandError(f"--sparsity must be in [0, 1), got {value}")
     return value

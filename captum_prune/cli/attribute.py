@@ -16,7 +16,13 @@ from typing import Any, Tuple
 import torch
 from torch import nn
 
-from captum_prune.cli._common import check_sparsity, option_errors, resolve_device, torch_threads
+from captum_prune.cli._common import (
+    check_sparsity,
+    option_errors,
+    parse_sparsity,
+    resolve_device,
+    torch_threads,
+)
 from captum_prune.cli.errors import CommandError
 
 DEFAULT_BATCH_SIZE = 32
@@ -46,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="local state-dict file of the model (default for the embedded model: "
                         "the cached default model, trained on first use)")
-    parser.add_argument("--sparsity", type=float, default=None,
-                        help="share of neurons PrunedGradient prunes, in [0, 1) (default: 0.8)")
+    parser.add_argument("--sparsity", type=parse_sparsity, default=None,
+                        help="share of neurons PrunedGradient prunes, in [0, 1), or 'auto' "
+                        "(per example, within a 15%% output change) (default: 0.8)")
     parser.add_argument("--target", default="predicted",
                         help="'predicted' (the model's class), 'label' (the dataset's) or a "
                         "class number (default: predicted)")
@@ -218,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     explain = build_methods([name], sparsity=sparsity)[name](model)
     label = f"{name}: {METHODS[name].description}"
     if name.startswith("PrunedGradient"):
-        label += f", sparsity {sparsity:g}"
+        label += f", sparsity {sparsity if sparsity == 'auto' else format(sparsity, 'g')}"
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     try:
         store = attribute_dataset(

@@ -281,8 +281,8 @@ def build_methods(
 
     Args:
         names (sequence of str): Keys of :data:`METHODS`.
-        sparsity (float, optional): Pruned share of neurons for the PrunedGradient
-                    methods. Default: :data:`COMPARISON_SPARSITY` (0.8)
+        sparsity (float or str, optional): Pruned share of neurons for the PrunedGradient
+                    methods, or ``"auto"``. Default: :data:`COMPARISON_SPARSITY` (0.8)
 
     Returns:
         dict: ``{name: factory}``.
@@ -290,6 +290,7 @@ def build_methods(
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"names: unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    return {n: partial(METHODS[n].build, sparsity=float(sparsity)) for n in names}
+    if sparsity != "auto" and not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1) or 'auto', got {sparsity}")
+    sparsity = sparsity if sparsity == "auto" else float(sparsity)
+    return {n: partial(METHODS[n].build, sparsity=sparsity) for n in names}

@@ -18,6 +18,7 @@ from captum_prune.evaluation._explain import (
     check_fractions,
     check_images,
     check_map_matches,
+    check_target,
     progress_bar,
 )
 from captum_prune.evaluation.perturbation import MODES, n_removed
@@ -104,13 +105,16 @@ def removal_curves(
     steps = progress_bar(batches(n, batch_size), progress, desc, total=math.ceil(n / batch_size))
     for rows in steps:
         x, t = inputs[rows], target[rows]
+        with torch.no_grad():  # first: a bad target is named before any attribution
+            logits = model(x)
+            check_target(t, logits)
+            first = torch.softmax(logits, dim=1) if apply_softmax else logits
+            p_orig.append(first.gather(1, t.view(-1, 1)).squeeze(1).detach().cpu())
         if precomputed:
             maps = attributions[rows].to(x.device)
         else:
             maps = attribute(attributions, x, t, **(attribute_kwargs or {}))
             check_map_matches(maps, x, "attributions")
-        with torch.no_grad():
-            p_orig.append(output(x).gather(1, t.view(-1, 1)).squeeze(1).detach().cpu())
         for mode in modes:
             ranking = rank_pixels(maps, mode == "morf", tie_break, seed, index_offset=rows.start)
             if mode == modes[0]:

@@ -172,6 +172,15 @@ def as_target(target: TargetType, n: int, device: torch.device) -> Optional[Tens
     return t
 
 
+def check_target(target: Tensor, output: Tensor) -> None:
+    r"""Checks a per-example ``target`` against the model ``output`` with the method's target
+    rules (:func:`captum_prune._forward.validate_target`): a ``ValueError`` that names
+    ``target`` (e.g. a class index the model does not have) instead of an indexing error."""
+    from captum_prune._forward import validate_target
+
+    validate_target(target, output, output.shape[0] if output.dim() else 1)
+
+
 def batches(n: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))

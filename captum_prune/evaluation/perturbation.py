@@ -25,6 +25,7 @@ from captum_prune.evaluation._explain import (
     check_fractions,
     check_images,
     check_map_matches,
+    check_target,
     curve_auc,
     jsonable,
     mean_std,
@@ -365,6 +366,7 @@ def pixel_perturbation(
 
     def probability(x: Tensor, t: Tensor) -> Tensor:
         out = model(x)
+        check_target(t, out)
         if apply_softmax:
             out = torch.softmax(out, dim=1)
         return out.gather(1, t.view(-1, 1)).squeeze(1)
@@ -374,6 +376,8 @@ def pixel_perturbation(
                          total=math.ceil(n / batch_size))
     for rows in steps:
         x, t = inputs[rows], target[rows]
+        with torch.no_grad():
+            p0 = probability(x, t)  # first: a bad target is named before any attribution
         if precomputed:
             maps = attributions[rows]
         else:
@@ -385,7 +389,6 @@ def pixel_perturbation(
         ties.append(ranking.tied_share)
         b = _slice_baseline(base, rows)
         with torch.no_grad():
-            p0 = probability(x, t)
             denom = p0.clamp_min(torch.finfo(p0.dtype).tiny)
             row = [(p0 - probability(_apply_mask(x, rank, k, b), t)).abs() / denom for k in counts]
         changes.append(torch.stack(row, dim=1).detach().cpu().double())

@@ -85,7 +85,7 @@ class _Fraction(float):
 def _percent_to_fraction(value: Any) -> float:
     # Insights applies post_process to the same argument dict once per example, so this
     # must be idempotent: a _Fraction passes through unchanged.
-    if isinstance(value, _Fraction):
+    if isinstance(value, _Fraction) or value == "auto":  # "auto": PrunedGradient chooses
         return value
     if not (is_number(value) or isinstance(value, str)):
         raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}")

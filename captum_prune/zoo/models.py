@@ -1,16 +1,17 @@
 r"""
-A small residual CNN for the embedded digits data, and the models named on the command line.
+A small residual CNN for the embedded digits data, the paper's CIFAR ResNet-8, and the models
+named on the command line.
 
 :class:`DigitsResNet`'s blocks mirror torchvision's ``BasicBlock``: one
 ``nn.ReLU(inplace=True)`` module is called twice per block, so attribution code is exercised on
 reused and in-place activations, as on real ResNets. :func:`model_factory` and
 :func:`load_weights` build a user's model (a torchvision name or ``module:factory``) and load
-its state-dict file.
+its state-dict file; ``model_factory("resnet8", ...)`` builds :class:`CifarResNet8`.
 """
 import importlib
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,8 @@ from torch import Tensor, nn
 __all__ = [
     "BasicBlock",
     "DigitsResNet",
+    "CifarResNet8",
+    "ZOO_MODELS",
     "build_digits_model",
     "model_factory",
     "load_weights",
@@ -117,6 +120,47 @@ class DigitsResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class CifarResNet8(DigitsResNet):
+    r"""
+    The CIFAR ResNet-8 of the pathway-gradient paper's ROAR and CIFAR-10 LeRF experiments, as
+    in the authors' benchmark code (RoarTorch, ``src/models/classification/PytorchCifarResnet.py``,
+    ``ResNet8``): a 3x3 stem of 64 channels, one basic block per stage with 64, 128 and 256
+    channels (strides 1, 2, 2; a 1x1 convolution with BatchNorm on the shortcut where the shape
+    changes), global average pooling and a linear classifier; about 1.2 million parameters.
+
+    It is :class:`DigitsResNet` with those widths, so it is fully convolutional (it classifies
+    any input of at least 8x8 pixels, e.g. a 2x2 grid of CIFAR images) and each block reuses
+    one ReLU module, as RoarTorch's does (there it is not in place; here it is, which changes
+    no value). The convolutions are Kaiming-initialised (RoarTorch keeps PyTorch's default).
+
+    Args:
+        in_channels (int, optional): Image channels (1 for MNIST-like data). Default: 3
+        num_classes (int, optional): Number of logits. Default: 10
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_prune.zoo.models import CifarResNet8
+        >>> model = CifarResNet8()
+        >>> model(torch.zeros(2, 3, 32, 32)).shape, model(torch.zeros(1, 3, 64, 64)).shape
+        (torch.Size([2, 10]), torch.Size([1, 10]))
+        >>> sum(p.numel() for p in model.parameters())
+        1227594
+    """
+
+    WIDTHS = (64, 128, 256)
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__(in_channels=in_channels, num_classes=num_classes, widths=self.WIDTHS)
+
+
+#: Models of this package that :func:`model_factory` builds by name:
+#: ``name -> cls(in_channels, num_classes)``.
+ZOO_MODELS: Dict[str, Callable[[int, int], nn.Module]] = {
+    "resnet8": CifarResNet8,
+}
+
+
 def build_digits_model(
     channels: int = 3, seed: Optional[int] = None, widths: Sequence[int] = (16, 32, 48)
 ) -> DigitsResNet:
@@ -143,17 +187,32 @@ def build_digits_model(
         return DigitsResNet(in_channels=channels, widths=widths)
 
 
-def model_factory(spec: str, num_classes: int) -> Callable[[int], nn.Module]:
+def model_factory(
+    spec: str, num_classes: int, in_channels: int = 3
+) -> Callable[[int], nn.Module]:
     r"""
-    ``seed -> freshly initialised model`` for a model named on the command line: a
+    ``seed -> freshly initialised model`` for a model named on the command line: a model of
+    this package (:data:`ZOO_MODELS`: ``"resnet8"``, the paper's :class:`CifarResNet8`), a
     torchvision classification architecture (``"resnet18"``, built with ``weights=None`` and
     ``num_classes``) or ``"module:factory"``, an importable callable returning an
     ``nn.Module``. The global RNG state is left as it was.
 
+    Args:
+        spec (str): The name.
+        num_classes (int): Number of logits.
+        in_channels (int, optional): Image channels, for the models of :data:`ZOO_MODELS`
+                    (torchvision's and a user's factory take their own). Default: 3
+
     Raises:
-        ValueError: If the name is neither, or the factory does not return an ``nn.Module``.
+        ValueError: If the name is none of these, or the factory does not return an
+                    ``nn.Module``.
     """
-    if ":" in spec:
+    if spec in ZOO_MODELS:
+        zoo_cls = ZOO_MODELS[spec]
+
+        def build() -> nn.Module:
+            return zoo_cls(in_channels=in_channels, num_classes=num_classes)
+    elif ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
@@ -171,8 +230,9 @@ def model_factory(spec: str, num_classes: int) -> Callable[[int], nn.Module]:
 
         if spec not in set(torchvision.models.list_models(module=torchvision.models)):
             raise ValueError(
-                f"{spec!r} is not a torchvision classification model nor a module:factory; "
-                "torchvision has e.g. resnet18, vgg11, mobilenet_v3_small"
+                f"{spec!r} is not a model of this package ({', '.join(ZOO_MODELS)}), a "
+                "torchvision classification model nor a module:factory; torchvision has e.g. "
+                "resnet18, vgg11, mobilenet_v3_small"
             )
 
         def build() -> nn.Module:

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,12 @@ __all__ = [
     "load_cached_model",
     "default_cache_dir",
     "TRAIN_THREADS",
+    "CifarRecipe",
+    "train_with_cifar_recipe",
+    "load_or_train_cifar_model",
+    "data_fingerprint",
+    "stratified_holdout",
+    "cached_training",
 ]
 
 # Bump when the data, model or training code changes in a way the recipe fields miss.
@@ -428,3 +434,299 @@ def _device_of(model: nn.Module) -> torch.device:
     for parameter in model.parameters():
         return parameter.device
     return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- the CIFAR recipe
+
+
+@dataclass(frozen=True)
+class CifarRecipe:
+    r"""
+    The training recipe of the pathway-gradient authors' benchmark code (RoarTorch,
+    ``config/roar_cifar10_resnet8.yml`` and ``src/roar/train_model.py``), used for the paper's
+    CIFAR-10 ResNet-8, for its ROAR retraining and for any model trained by
+    :func:`train_with_cifar_recipe`: Adam (lr 1e-3, weight decay 1e-4), ``StepLR(10, 0.5)``
+    stepped once per epoch, batch 256, 50 epochs, a random crop with 4 pixels of padding and a
+    random horizontal flip; the train split is cut into 7/8 train and 1/8 validation (per class,
+    in order, as RoarTorch does), and the weights of the epoch with the best validation
+    accuracy are kept.
+
+    Args:
+        lr, weight_decay (float): Adam's. Defaults: 1e-3, 1e-4
+        step_size, gamma: ``StepLR``'s, in epochs. Defaults: 10, 0.5
+        batch_size (int): Default: 256
+        epochs (int): Default: 50
+        crop_padding (int): Random crop with this padding (0: none). Default: 4
+        flip (bool): Random horizontal flip. Default: True
+        val_fraction (float): Share of each class held out for choosing the best epoch, in
+                    [0, 1); 0 keeps the last epoch. Default: 0.125
+        init_seed (int): Seed of the weight initialisation (used by the cache's model builder).
+        train_seed (int): Seed of the shuffling and augmentation.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    step_size: int = 10
+    gamma: float = 0.5
+    batch_size: int = 256
+    epochs: int = 50
+    crop_padding: int = 4
+    flip: bool = True
+    val_fraction: float = 0.125
+    init_seed: int = 0
+    train_seed: int = 0
+
+    def key(self, data_fingerprint: str = "", model: str = "") -> str:
+        r"""A short hash of the recipe, the code version, a data fingerprint and a model name."""
+        fields = dict(asdict(self), version=_CIFAR_RECIPE_VERSION, data=data_fingerprint,
+                      model=model)
+        blob = json.dumps(fields, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Bump when the CIFAR recipe's training code changes in a way its fields miss.
+_CIFAR_RECIPE_VERSION = 1
+
+
+def data_fingerprint(images: Tensor, labels: Tensor) -> str:
+    r"""A short SHA-256 of the shapes, dtypes and bytes of ``images`` and ``labels``, so that a
+    cached model is tied to the exact data it was trained on."""
+    digest = hashlib.sha256()
+    for t in (images, labels):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def stratified_holdout(labels: Tensor, fraction: float) -> Tuple[Tensor, Tensor]:
+    r"""
+    RoarTorch's split: for every class, its first ``1 - fraction`` examples (in dataset order)
+    train and the rest validate. Returns ``(train_indices, val_indices)``, each sorted.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {fraction}")
+    train, val = [], []
+    for c in labels.unique().tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        cut = int((1.0 - fraction) * len(idx))
+        train.append(idx[:cut])
+        val.append(idx[cut:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def train_with_cifar_recipe(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    recipe: Optional[CifarRecipe] = None,
+    *,
+    pad_value: Optional[Tensor] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: bool = True,
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    r"""
+    Trains ``model`` in place with :class:`CifarRecipe`, deterministically: the same recipe,
+    data and device give the same weights. Without ``device`` it trains on the CPU under one
+    torch thread (restored afterwards), so the result does not depend on the machine's core
+    count; the global RNG state is left as it was.
+
+    Args:
+        model (nn.Module): Classifier of ``(N, C, H, W)`` images.
+        images (Tensor): Normalised train images, ``(N, C, H, W)``; the recipe's validation
+                    share is held out from them.
+        labels (Tensor): ``(N,)`` integer classes.
+        recipe (CifarRecipe, optional): Default: ``CifarRecipe()``
+        pad_value (Tensor, optional): Per-channel value of the crop's padding, in the
+                    normalised space; RoarTorch pads raw images with black, i.e.
+                    ``-mean / std``. Default: 0 (the mean colour)
+        device (str or torch.device, optional): Train there (e.g. ``"cuda"``), with the
+                    thread count as it is. Default: None (the CPU, one thread)
+        progress (bool, optional): Show a progress bar. Default: True
+
+    Returns:
+        tuple: ``(model, info)``: the model on the CPU in eval mode with the best validation
+        epoch's weights, and ``{"best_epoch", "val_accuracy" (per epoch), "train_loss" (per
+        epoch), "train_seconds", "n_train", "n_val"}``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_prune.zoo.models import CifarResNet8
+        >>> from captum_prune.zoo.training import CifarRecipe, train_with_cifar_recipe
+        >>> images, labels = torch.randn(32, 3, 16, 16), torch.arange(32) % 4
+        >>> model, info = train_with_cifar_recipe(
+        ...     CifarResNet8(num_classes=4), images, labels,
+        ...     CifarRecipe(epochs=1, batch_size=8), progress=False)
+        >>> info["n_train"], info["n_val"], info["best_epoch"]
+        (28, 4, 1)
+    """
+    from tqdm.auto import tqdm
+
+    recipe = CifarRecipe() if recipe is None else recipe
+    if not isinstance(recipe, CifarRecipe):
+        raise TypeError(f"recipe must be a CifarRecipe, got {type(recipe).__name__}")
+    _check_data(images, labels)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    for name in ("step_size", "batch_size", "epochs", "crop_padding", "train_seed"):
+        check_int(name, getattr(recipe, name), minimum=0 if name in ("crop_padding",
+                                                                     "train_seed") else 1)
+    if recipe.batch_size < 2:
+        raise ValueError(f"batch_size must be at least 2, got {recipe.batch_size}")
+    train_idx, val_idx = stratified_holdout(labels.cpu(), recipe.val_fraction)
+    if len(train_idx) < 2:
+        raise ValueError(f"images: {len(train_idx)} train images after the validation "
+                         "hold-out; need at least 2")
+    fill = torch.zeros(images.shape[1]) if pad_value is None else torch.as_tensor(
+        pad_value, dtype=images.dtype).reshape(-1)
+    fill = fill.view(1, -1, 1, 1)
+
+    threads = torch.get_num_threads()
+    if device is None:
+        torch.set_num_threads(1)
+        target = torch.device("cpu")
+    else:
+        target = torch.device(device)
+    model.to(target)
+    generator = torch.Generator().manual_seed(recipe.train_seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr,
+                                 weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma)
+    best: Tuple[float, int, Optional[Dict[str, Tensor]]] = (-1.0, 0, None)
+    val_acc: list = []
+    losses: list = []
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.train_seed)
+            bar = tqdm(range(1, recipe.epochs + 1), desc="training", unit="epoch",
+                       disable=not progress)
+            for epoch in bar:
+                model.train()
+                order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+                total, count = 0.0, 0
+                for s in range(0, len(order), recipe.batch_size):
+                    idx = order[s:s + recipe.batch_size]
+                    if idx.numel() < 2:
+                        continue
+                    x = images[idx]
+                    if recipe.crop_padding:
+                        x = _random_shift(x - fill, recipe.crop_padding, generator) + fill
+                    if recipe.flip:
+                        flip = torch.rand(len(x), generator=generator) < 0.5
+                        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+                    y = labels[idx].long().to(target)
+                    loss = F.cross_entropy(model(x.to(target)), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * len(idx)
+                    count += len(idx)
+                scheduler.step()
+                losses.append(total / max(count, 1))
+                if len(val_idx):
+                    acc = evaluate_accuracy(model, images[val_idx], labels[val_idx])
+                    val_acc.append(acc)
+                    if acc > best[0]:
+                        state = {k: v.detach().cpu().clone()
+                                 for k, v in model.state_dict().items()}
+                        best = (acc, epoch, state)
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{acc:.3f}")
+                else:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    finally:
+        torch.set_num_threads(threads)
+    model.cpu()
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    best_epoch = best[1] if best[2] is not None else recipe.epochs
+    info = {"best_epoch": best_epoch, "val_accuracy": val_acc, "train_loss": losses,
+            "train_seconds": time.perf_counter() - start, "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx))}
+    return model.eval(), info
+
+
+def load_or_train_cifar_model(
+    build: Callable[[int], nn.Module],
+    images: Tensor,
+    labels: Tensor,
+    recipe: Optional[CifarRecipe] = None,
+    *,
+    name: str = "resnet8",
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    retrain: bool = False,
+    pad_value: Optional[Tensor] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: bool = True,
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    r"""
+    A model trained with :func:`train_with_cifar_recipe` on ``images``, from the cache if
+    present, else trained and cached, like the default digits model
+    (:func:`load_default_model`): in :func:`default_cache_dir`, written atomically, named
+    ``{name}_{key}.pt`` with ``key`` from the recipe, ``name`` and :func:`data_fingerprint`
+    of the training data (so other data or another recipe retrains).
+
+    Args:
+        build (callable): ``seed -> fresh model`` (e.g.
+                    ``model_factory("resnet8", num_classes, in_channels)``), called with the
+                    recipe's ``init_seed``.
+        images, labels (Tensor): The whole train split (the recipe holds out its validation
+                    share).
+        recipe (CifarRecipe, optional): Default: ``CifarRecipe()``
+        name (str, optional): The model's name, part of the cache key. Default: ``"resnet8"``
+        cache_dir, retrain: As in :func:`load_default_model`.
+        pad_value, device, progress: As in :func:`train_with_cifar_recipe`.
+
+    Returns:
+        tuple: ``(model, info)``: the model on the CPU in eval mode; ``info`` has ``key``,
+        ``path``, ``recipe``, ``name``, ``data_fingerprint``, the training record of
+        :func:`train_with_cifar_recipe` and ``from_cache``.
+    """
+    recipe = CifarRecipe() if recipe is None else recipe
+    if not isinstance(recipe, CifarRecipe):
+        raise TypeError(f"recipe must be a CifarRecipe, got {type(recipe).__name__}")
+    fingerprint = data_fingerprint(images, labels)
+    key = recipe.key(fingerprint, name)
+
+    def train(model: nn.Module) -> Dict[str, Any]:
+        _, record = train_with_cifar_recipe(model, images, labels, recipe, pad_value=pad_value,
+                                            device=device, progress=progress)
+        return dict(record, key=key, recipe=asdict(recipe), name=name,
+                    data_fingerprint=fingerprint)
+
+    return cached_training(f"{name}_{key}.pt", lambda: build(recipe.init_seed), train,
+                           cache_dir=cache_dir, retrain=retrain)
+
+
+def cached_training(
+    filename: str,
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module], Dict[str, Any]],
+    *,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    retrain: bool = False,
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    r"""
+    The model cache shared by the recipes: loads ``filename`` from the cache folder into
+    ``build()``, or (when absent, unreadable, or ``retrain``) trains ``build()`` in place with
+    ``train(model) -> info`` and saves weights and info atomically.
+
+    Returns:
+        tuple: ``(model, info)``, the model on the CPU in eval mode; ``info`` gains ``path`` and
+        ``from_cache``.
+    """
+    path = Path(default_cache_dir() if cache_dir is None else cache_dir) / filename
+    model = build()
+    if path.exists() and not retrain:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            return model.eval(), dict(saved["info"], path=str(path), from_cache=True)
+        except Exception as error:  # a corrupt or stale file: retrain
+            warnings.warn(f"Ignoring unreadable cached model {path}: {error}", stacklevel=2)
+            model = build()
+    info = train(model)
+    model.cpu().eval()
+    _atomic_save({"state_dict": model.state_dict(), "info": info}, path)
+    return model, dict(info, path=str(path), from_cache=False)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from captum_prune.zoo.data import DIGIT_CLASSES, make_digits_canvas
+from captum_prune.zoo.data import DIGIT_CLASSES, make_digits_canvas, make_digits_scene
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,70 @@ def test_background_is_textured_not_flat(test):
 def test_bad_arguments_raise(kwargs, error, name):
     with pytest.raises(error, match=name):
         make_digits_canvas(**kwargs)
+
+
+# ----------------------------------------------------------------------- make_digits_scene
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_digits_scene("test")
+
+
+def test_scene_shapes_and_the_target_is_the_large_digit(scene, test):
+    n = 360
+    assert scene.images.shape == (n, 3, 48, 48)
+    assert torch.equal(scene.labels, test.labels)  # the same targets as the canvases
+    assert torch.equal(scene.source_indices, test.source_indices)
+    assert scene.distractor_labels.shape == (n, 2) and scene.distractor_boxes.shape == (n, 2, 4)
+    # Distractors are of other classes than the target and than each other.
+    assert (scene.distractor_labels != scene.labels[:, None]).all()
+    assert (scene.distractor_labels[:, 0] != scene.distractor_labels[:, 1]).all()
+    # Drawn from the test split only.
+    assert set(scene.distractor_indices.flatten().tolist()) <= set(test.source_indices.tolist())
+    digits = torch.as_tensor(load_digits().target)
+    assert torch.equal(digits[scene.distractor_indices], scene.distractor_labels)
+    # Target boxes fit a 20-pixel digit, distractor boxes a 12-pixel one.
+    size = scene.boxes[:, 2:] - scene.boxes[:, :2]
+    dsize = scene.distractor_boxes[..., 2:] - scene.distractor_boxes[..., :2]
+    assert (size <= 20).all() and (dsize <= 12).all() and (dsize > 0).all()
+    assert scene.object_masks.float().sum((1, 2)).mean() > 2 * scene.distractor_masks.float().sum(
+        (1, 2)).mean() / 2
+
+
+def test_scene_digits_do_not_overlap_and_masks_match_boxes(scene):
+    target_box = _box_mask(scene.boxes, 48)
+    assert not (scene.object_masks & scene.distractor_masks).any()
+    assert not (target_box & scene.distractor_masks).any()
+    assert not (scene.object_masks & ~target_box).any()
+    for k in range(2):
+        inside = _box_mask(scene.distractor_boxes[:, k], 48)
+        assert not (inside & target_box).any()
+    assert torch.equal(scene.object_masks, scene.ink > 0)
+
+
+def test_scene_is_deterministic_normalised_and_split_clean():
+    a = make_digits_scene("train", seed=1, canvas_size=40, digit_size=16, n_distractors=1)
+    b = make_digits_scene("train", seed=1, canvas_size=40, digit_size=16, n_distractors=1)
+    assert torch.equal(a.images, b.images) and torch.equal(a.distractor_boxes, b.distractor_boxes)
+    assert torch.allclose(a.images.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    train_rows = set(a.source_indices.tolist())
+    assert set(a.distractor_indices.flatten().tolist()) <= train_rows
+    none = make_digits_scene("test", n_distractors=0, canvas_size=32, digit_size=16)
+    assert none.distractor_boxes.shape == (360, 0, 4) and not none.distractor_masks.any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        (dict(distractor_size=24), ValueError, "distractor_size"),
+        (dict(distractor_size=6), ValueError, "distractor_size"),
+        (dict(n_distractors=9), ValueError, "n_distractors"),
+        (dict(n_distractors=1.0), TypeError, "n_distractors"),
+        (dict(canvas_size=24), ValueError, "too small"),
+        (dict(split="val"), ValueError, "split"),
+    ],
+)
+def test_scene_bad_arguments_raise(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        make_digits_scene(**kwargs)
