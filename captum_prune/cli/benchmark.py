@@ -19,6 +19,10 @@ Runs, over the methods of :mod:`captum_prune.cli.methods`:
 - ``srg``: symmetric relevance gain, LeRF minus MoRF area on one ordering;
 - ``grid_pointing``: the grid pointing game on 2x2 grids of confidently classified test images
   of different classes;
+- ``sweep``: PrunedGradient at the paper's sparsities 0/70/80/85/90/95/99% and ``"auto"``: the
+  maps (the paper-style figure), the kept-class rate and the relative output change;
+- ``linearity``: the first-order error of the pathway (masks fixed) at several sparsities and of
+  the full network against the radius of an L2 ball, and the stable radius;
 - ``emprt``, ``smprt``: bottom-up randomisation checks (eMPRT's entropy rise, sMPRT's
   Spearman correlation with the fully randomised model), beside the top-down ``sanity``.
 
@@ -81,14 +85,20 @@ from captum_prune.evaluation.roar import DEFAULT_ROAR_FRACTIONS as ROAR_FRACTION
 
 # ROAR last: it takes most of the time.
 BENCHMARKS = ("sanity", "perturbation", "road", "srg", "grid_pointing", "emprt", "smprt",
-              "localisation", "pathway", "roar")
+              "localisation", "pathway", "sweep", "linearity", "roar")
 #: Every file a run may write into --out; those a run does not write are removed from it.
 OUTPUT_FILES = ("results.json", "results.md", "report.html", "maps.png", "lerf.png", "morf.png",
                 "roar.png", "sanity_spearman_abs.png", "sanity_ssim.png", "localisation.png",
-                "road_morf.png", "road_lerf.png", "smprt.png", "scores.png")
+                "road_morf.png", "road_lerf.png", "smprt.png", "scores.png", "sweep_maps.png",
+                "sweep_curves.png", "linearity.png")
+#: Sparsities of the local-linearity section (the full network is measured too).
+LINEARITY_SPARSITIES = (0.7, 0.85, 0.95, 0.99)
+LINEARITY_RADII = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
 #: The reference of every paired CI.
 REFERENCE = "PrunedGradient"
 PRESET_NAMES = ("full", "quick", "paper")
+#: ``--data`` names of the embedded data: the digit canvases (the default) and the scenes.
+EMBEDDED = ("canvas", "scene")
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ class Preset:
     n_grids: int = 48
     n_mprt: int = 16
     smprt_samples: int = 5
+    #: Test images of the local linearity.
+    n_linearity: int = 16
     #: A preset for a dataset on disk (``paper``): the dataset it needs, its model, methods,
     #: sections and sparsity (None: the command's defaults).
     data: Optional[str] = None
@@ -141,7 +153,7 @@ PRESETS = {
     "quick": Preset(n_eval=24, n_sanity=6, n_pathway=8, roar_train=160, roar_test=80,
                     roar_seeds=(0, 1), roar_epochs=3, roar_lr=1e-2, roar_batch_size=32,
                     roar_widths=(8, 16, 24), model_epochs=None, model_train=400, name="quick",
-                    n_grids=8, n_mprt=6, smprt_samples=3),
+                    n_grids=8, n_mprt=6, smprt_samples=3, n_linearity=4),
 }
 
 
@@ -178,7 +190,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "one of mnist, fashionmnist, kmnist, cifar10, cifar100, svhn; ROOT the "
                         "folder torchvision's class is given), or a local ImageFolder: a folder "
                         "with train/ and val/ (or test/) class folders, or one folder of class "
-                        "folders split 80/20 (default: the embedded digits-on-canvas data)")
+                        "folders split 80/20; or scene: the embedded digit scenes (a target "
+                        "digit among distractors); default: canvas, the embedded "
+                        "digits-on-canvas data")
     parser.add_argument("--no-checksum", action="store_true",
                         help="with --data NAME:ROOT, only check that the files exist, not their "
                         "MD5 sums against the official releases (e.g. for a stand-in)")
@@ -246,6 +260,8 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool,
         train_classifier,
     )
 
+    if args.data == "scene":
+        return _scene_setup(args, preset, progress, model_seed)
     train, test = make_digits_canvas("train"), make_digits_canvas("test")
     epochs = args.model_epochs if args.model_epochs is not None else preset.model_epochs
     if args.model is None:
@@ -283,6 +299,47 @@ def _embedded_setup(args: argparse.Namespace, preset: Preset, progress: bool,
     model.eval()
     info.setdefault("test_accuracy", evaluate_accuracy(model, test.images, test.labels))
     info["data"] = "embedded digits-on-canvas (scikit-learn digits), 32x32 RGB"
+
+    def display(images: Tensor) -> np.ndarray:
+        return test.denormalize(images.cpu()).permute(0, 2, 3, 1).numpy()
+
+    return Setup(model, fresh, train.images, train.labels, test.images, test.labels,
+                 test.boxes, display, baseline=0.0, info=info)
+
+
+def _scene_setup(args: argparse.Namespace, preset: Preset, progress: bool,
+                 model_seed: int) -> Setup:
+    r"""The digit scenes (:data:`captum_prune.zoo.presets.SCENE`: a target digit among
+    distractors, 48x48) and their DigitsResNet, trained or loaded from the cache."""
+    from captum_prune.zoo.models import load_weights
+    from captum_prune.zoo.presets import SCENE, load_scene_model
+    from captum_prune.zoo.training import evaluate_accuracy
+
+    if args.model is not None:
+        raise CommandError("--data scene runs its own DigitsResNet; --model is not supported "
+                           "with it")
+    scene = replace(SCENE, init_seed=model_seed, train_seed=model_seed)
+    epochs = args.model_epochs if args.model_epochs is not None else preset.model_epochs
+    if epochs is not None:
+        scene = replace(scene, epochs=epochs)
+    train, test = scene.data("train"), scene.data("test")
+    if args.weights:
+        model = scene.build_model()
+        with option_errors("--weights"):
+            load_weights(model, args.weights)
+        info: Dict[str, Any] = {"weights": str(args.weights)}
+    else:
+        model, info = load_scene_model(scene, progress=progress)
+    model.eval()
+    info = dict(info, model="DigitsResNet (scenes)", model_seed=model_seed,
+                data="embedded digit scenes: a target digit among 2 distractor digits of "
+                     "other classes, 48x48 RGB (zoo.presets.SCENE)")
+    info.setdefault("test_accuracy", evaluate_accuracy(model, test.images, test.labels))
+
+    def fresh(seed: int) -> nn.Module:
+        from captum_prune.zoo.training import DigitsRecipe
+
+        return DigitsRecipe(init_seed=seed, widths=preset.roar_widths).build_model()
 
     def display(images: Tensor) -> np.ndarray:
         return test.denormalize(images.cpu()).permute(0, 2, 3, 1).numpy()
@@ -612,6 +669,36 @@ def run_pathway(setup: Setup, sparsity: float, n: int, progress: bool) -> Pathwa
     )
 
 
+def run_sweep(setup: Setup, n: int, progress: bool) -> Tuple[Any, Any]:
+    r"""The sparsity sweep; returns ``(SweepResults, the evaluation's result)``."""
+    from captum_prune.cli.results import SweepResults
+    from captum_prune.evaluation import PAPER_SPARSITIES, sparsity_sweep
+
+    x = setup.test_images[:n].to(next(iter(setup.model.parameters())).device)
+    target = predict(setup.model, x)
+    result = sparsity_sweep(setup.model, x, target,
+                            sparsities=list(PAPER_SPARSITIES) + ["auto"], output_change=0.15,
+                            batch_size=16)
+    return SweepResults.from_dict(result.to_dict()), result
+
+
+def run_linearity(setup: Setup, n: int, seed: int) -> Tuple[Any, Any]:
+    r"""Local linearity in float64 (so float32 rounding sets no floor); returns
+    ``(LinearityResults, the evaluation's result)``."""
+    import copy
+
+    from captum_prune.cli.results import LinearityResults
+    from captum_prune.evaluation import local_linearity
+
+    model = copy.deepcopy(setup.model).cpu().double().eval()
+    x = setup.test_images[:n].cpu().double()
+    target = predict(model, x)
+    result = local_linearity(model, x, target=target, radii=LINEARITY_RADII,
+                             sparsities=LINEARITY_SPARSITIES, n_directions=8, tolerance=0.05,
+                             seed=seed, batch_size=128)
+    return LinearityResults.from_dict(result.to_dict()), result
+
+
 # --------------------------------------------------------------------------- scored protocols
 
 
@@ -822,7 +909,8 @@ def _model_seeds(args: argparse.Namespace, data_spec: Any = None) -> List[int]:
                            ) from None
     if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
         raise CommandError(f"--model-seeds: expected distinct non-negative integers, got {text!r}")
-    if len(seeds) > 1 and (args.weights or (args.data and data_spec is None)):
+    if len(seeds) > 1 and (args.weights or (args.data not in (None, "scene", "canvas")
+                                            and data_spec is None)):
         raise CommandError("--model-seeds with several seeds trains one model per seed, which "
                            "only the embedded data and --data NAME:ROOT can do (not with "
                            "--weights or an ImageFolder)")
@@ -832,6 +920,12 @@ def _model_seeds(args: argparse.Namespace, data_spec: Any = None) -> List[int]:
 def _data_spec(args: argparse.Namespace, preset: Preset) -> Any:
     r"""The parsed ``--data NAME:ROOT`` (a torchvision dataset on disk), or None for the
     embedded data and an ImageFolder."""
+    if args.data in EMBEDDED and not Path(args.data).exists():
+        if preset.data:
+            raise CommandError(f"--preset {preset.name} needs --data {preset.data}:ROOT, got "
+                               f"{args.data}")
+        args.data = None if args.data == "canvas" else args.data
+        return None
     if args.data is None:
         if preset.data:
             raise CommandError(
@@ -860,7 +954,7 @@ def _setup(args: argparse.Namespace, preset: Preset, progress: bool, model_seed:
            data_spec: Any = None) -> Setup:
     if data_spec is not None:
         return _dataset_setup(args, preset, progress, model_seed, data_spec)
-    if args.data:
+    if args.data and args.data != "scene":
         return _folder_setup(args, preset, progress)
     return _embedded_setup(args, preset, progress, model_seed)
 
@@ -907,7 +1001,7 @@ def _run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.weights and not Path(args.weights).is_file():
         raise CommandError(f"--weights {args.weights}: no such file")
-    if data_spec is None and args.data and not Path(args.data).is_dir():
+    if data_spec is None and args.data not in (None, "scene") and not Path(args.data).is_dir():
         raise CommandError(f"--data {args.data}: no such folder")
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -949,6 +1043,7 @@ def _run(args: argparse.Namespace) -> int:
     not_a_result: Dict[str, Optional[str]] = {}
     chance = {"grid_pointing": 0.25}
     models_info = []
+    extra: Dict[str, Any] = {}  # the evaluation results whose figures the run draws
     first_setup = setup
     for k, model_seed in enumerate(model_seeds):
         if k:
@@ -967,7 +1062,7 @@ def _run(args: argparse.Namespace) -> int:
         scores: Dict[str, Dict[str, Any]] = {}
         boxes_k = None if setup.test_boxes is None else setup.test_boxes[:n_eval]
         for bench in benchmarks:
-            if k and bench in ("roar", "pathway"):
+            if k and bench in ("roar", "pathway", "sweep", "linearity"):
                 continue  # on the first model only
             t0 = time.perf_counter()
             if bench == "sanity":
@@ -1002,6 +1097,12 @@ def _run(args: argparse.Namespace) -> int:
             elif bench == "pathway":
                 results.pathway = run_pathway(setup, sparsity, min(preset.n_pathway, n_eval),
                                               progress)
+            elif bench == "sweep":
+                results.sweep, extra["sweep"] = run_sweep(setup, min(preset.n_pathway, n_eval),
+                                                          progress)
+            elif bench == "linearity":
+                results.linearity, extra["linearity"] = run_linearity(
+                    setup, min(preset.n_linearity, n_eval), args.seed)
             timings[bench] = timings.get(bench, 0.0) + time.perf_counter() - t0
         per_model.append(scores)
         if not k:
@@ -1025,11 +1126,45 @@ def _run(args: argparse.Namespace) -> int:
     results.comparisons = build_comparisons(per_model, x, not_a_result, chance, args.seed)
     setup = first_setup
 
-    _write_outputs(out, results, maps, setup, images, boxes, timings, started)
+    _write_outputs(out, results, maps, setup, images, boxes, timings, started, extra)
     print(report.summary_text(results))
     print(f"\nwrote {out}/results.json, results.md, report.html and plots "
           f"({results.timings['total_seconds']:.0f} s)")
     return 0
+
+
+def _pathway_figures(folder: Path, extra: Dict[str, Any], setup: Setup) -> List[Path]:
+    r"""The sweep's and the local linearity's figures (drawn from the evaluation results, so
+    only by the run itself; ``--report-only`` keeps them)."""
+    from captum_prune.cli import report
+    from captum_prune.evaluation.plots import (
+        linearity_figure,
+        sparsity_curves_figure,
+        sparsity_maps_figure,
+    )
+
+    paths = []
+    sweep = extra.get("sweep")
+    if sweep is not None:
+        n = min(6, len(sweep.target))
+        shown = setup.display(setup.test_images[:n])
+        fig = sparsity_maps_figure(sweep, shown, examples=range(n),
+                                   title="PrunedGradient at the paper's sparsities, and auto "
+                                   "(output change at most 15%)")
+        paths.append(report.save_figure(fig, folder / "sweep_maps.png"))
+        fig = sparsity_curves_figure(sweep, title="kept class and output change vs sparsity "
+                                     f"({len(sweep.target)} test images; bands: 95% CI)")
+        paths.append(report.save_figure(fig, folder / "sweep_curves.png"))
+    linearity = extra.get("linearity")
+    if linearity is not None:
+        fig = linearity_figure(linearity, title=f"first-order error vs radius, "
+                               f"{linearity.error.shape[1]} test images, float64, "
+                               f"{linearity.n_directions} directions per radius")
+        paths.append(report.save_figure(fig, folder / "linearity.png"))
+    return paths
+
+
+_KEPT_FIGURES = ("maps.png", "sweep_maps.png", "sweep_curves.png", "linearity.png")
 
 
 def _report_only(out: Path) -> int:
@@ -1043,8 +1178,8 @@ def _report_only(out: Path) -> int:
         raise CommandError(f"--report-only: {path} does not exist (run the benchmark first)")
     results = BenchmarkResults.from_dict(json.loads(path.read_text("utf-8")))
     figures = report.write_benchmark_figures(out, results, None, None, None)
-    results.figures = sorted({f.name for f in figures} | (
-        {"maps.png"} if (out / "maps.png").is_file() else set()))
+    results.figures = sorted({f.name for f in figures} | {
+        name for name in _KEPT_FIGURES if name in results.figures and (out / name).is_file()})
     figures = [out / name for name in results.figures]
     report.write_benchmark_markdown(out / "results.md", results)
     report.write_benchmark_html(out / "report.html", results, figures)
@@ -1056,7 +1191,7 @@ def _report_only(out: Path) -> int:
 
 def _write_outputs(out: Path, results: BenchmarkResults, maps: Dict[str, Tensor], setup: Setup,
                    images: Tensor, boxes: Optional[Tensor], timings: Dict[str, float],
-                   started: float) -> None:
+                   started: float, extra: Optional[Dict[str, Any]] = None) -> None:
     r"""Writes everything into a temporary folder beside ``out``, then moves it into place."""
     from captum_prune.cli import report
 
@@ -1069,6 +1204,7 @@ def _write_outputs(out: Path, results: BenchmarkResults, maps: Dict[str, Tensor]
             staging, results, {k: v[:n] for k, v in maps.items()},
             setup.display(images[:n]), None if boxes is None else boxes[:n],
         )
+        figures += _pathway_figures(staging, extra or {}, setup)
         results.figures = [f.name for f in figures]
         results.timings = {**{f"{k}_seconds": v for k, v in timings.items()},
                            "total_seconds": time.perf_counter() - started}

@@ -78,6 +78,14 @@ def _pruned_gradient(criterion: str, model: nn.Module, sparsity: float) -> Expla
     return lambda x, t: method.attribute(x, target=t, sparsity=sparsity, criterion=criterion)
 
 
+def _pruned_gradient_auto(model: nn.Module, sparsity: float) -> Explain:
+    from captum_prune import PrunedGradient
+
+    method = PrunedGradient(model)
+    # Per example, the largest sparsity that keeps the target's probability within 15%.
+    return lambda x, t: method.attribute(x, target=t, sparsity="auto")
+
+
 def _plain(cls_name: str, model: nn.Module, sparsity: float) -> Explain:
     import captum.attr
 
@@ -228,6 +236,8 @@ METHODS: Dict[str, MethodSpec] = {
         MethodSpec("PrunedGradient[integrated_gradients]",
                    "gradient through the integrated-gradients pathway",
                    partial(_pruned_gradient, "integrated_gradients")),
+        MethodSpec("PrunedGradient[auto]", "taylor pathway, sparsity chosen per example "
+                   "(sparsity='auto': output change at most 15%)", _pruned_gradient_auto),
         MethodSpec("Saliency", "input gradient", partial(_plain, "Saliency")),
         MethodSpec("InputXGradient", "input x gradient", partial(_plain, "InputXGradient")),
         MethodSpec("IntegratedGradients", "32 steps from the mean image", _integrated_gradients),

@@ -597,6 +597,43 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
             "headers": ["quantity", "mean ± std", "95% CI of the mean"], "rows": rows,
             "figures": [],
         })
+    sweep = results.sweep
+    if sweep:
+        rows = [[str(entry) if isinstance(entry, str) else f"{100 * entry:g}%",
+                 format_ci(kept), format_ci(change), format_number(chosen),
+                 format_number(kept_fraction)]
+                for entry, kept, change, chosen, kept_fraction in zip(
+                    sweep.sparsities, sweep.kept_class, sweep.output_change,
+                    sweep.chosen_sparsity, sweep.kept_fraction)]
+        tables.append({
+            "title": "Sparsity sweep",
+            "text": f"PrunedGradient (taylor) at the paper's sparsities and at sparsity='auto' "
+                    f"(per example, the largest sparsity that keeps the target's probability "
+                    f"within 15%) on {sweep.n_examples} test images: how often the pruned "
+                    "network keeps the unpruned network's class, and the mean relative change "
+                    "|p_pruned - p| / p of the target's probability, each with its 95% "
+                    "bootstrap CI; the mean sparsity used and the share of neurons kept.",
+            "headers": ["sparsity", "kept class [95% CI]", "output change [95% CI]",
+                        "mean sparsity used", "neurons kept"],
+            "rows": rows, "figures": ["sweep_maps.png", "sweep_curves.png"],
+        })
+    linearity = results.linearity
+    if linearity:
+        rows = [[network] + [format_ci(c) for c in cis]
+                + [format_ci(linearity.stable_radius[network])]
+                for network, cis in linearity.networks.items()]
+        tables.append({
+            "title": "Local linearity",
+            "text": "Mean relative error of the first-order prediction F(x) + grad F(x)·d "
+                    "against F(x + d) over random directions d of L2 norm r (per example the "
+                    "median over 8 directions), with its 95% bootstrap CI, for the full network "
+                    "and for each pathway with its masks fixed; the stable radius is the largest "
+                    f"r with every error below {linearity.tolerance:g}. {linearity.n_examples} "
+                    "test images, in float64.",
+            "headers": ["network"] + [f"r = {r:g}" for r in linearity.radii]
+                       + ["stable radius [95% CI]"],
+            "rows": rows, "figures": ["linearity.png"],
+        })
     tables += comparison_tables(results)
     if results.comparisons:
         tables.append({"title": "All scores with 95% CIs", "headers": [], "rows": [],

@@ -30,6 +30,8 @@ __all__ = [
     "LocalisationScores",
     "LocalisationResults",
     "PathwayResults",
+    "SweepResults",
+    "LinearityResults",
     "BenchmarkResults",
     "Interval",
     "MethodComparison",
@@ -345,6 +347,91 @@ class PathwayResults:
         return out
 
 
+def _num(value: Any) -> Optional[float]:
+    r"""A float, or None for None / NaN / inf."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Interval:
+    r"""A mean with its 95% bootstrap CI (None where undefined), from a
+    :class:`~captum_prune.evaluation.ConfidenceInterval`."""
+
+    mean: Optional[float]
+    low: Optional[float]
+    high: Optional[float]
+    n: int = 0
+    n_undefined: int = 0
+
+    @classmethod
+    def of(cls, ci: Any) -> "Interval":
+        r"""From a :class:`~captum_prune.evaluation.ConfidenceInterval` (or its dict)."""
+        d = ci if isinstance(ci, Mapping) else ci.to_dict()
+        return cls(_num(d.get("mean")), _num(d.get("low")), _num(d.get("high")),
+                   int(d.get("n") or 0), int(d.get("n_undefined") or 0))
+
+    @property
+    def defined(self) -> bool:
+        return self.low is not None and self.high is not None
+
+    def excludes_zero(self) -> bool:
+        return self.defined and (self.low > 0 or self.high < 0)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Interval":
+        return cls.of(d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n,
+                "n_undefined": self.n_undefined}
+
+
+@dataclass(frozen=True)
+class SweepResults(_Recorded):
+    r"""PrunedGradient at the paper's sparsities (and ``"auto"``): per entry the kept-class
+    rate and the relative output change with their 95% CIs (a
+    :class:`~captum_prune.evaluation.SparsitySweepResult` summary in ``record``)."""
+
+    sparsities: List[Any]
+    kept_class: List[Interval]
+    output_change: List[Interval]
+    chosen_sparsity: Values
+    kept_fraction: Values
+    n_examples: int
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SweepResults":
+        return cls(list(d["sparsities"]), [Interval.of(c) for c in d["kept_class_ci"]],
+                   [Interval.of(c) for c in d["output_change_ci"]],
+                   list(d["chosen_sparsity_mean"]), list(d["kept_fraction_mean"]),
+                   d["n_examples"], dict(d))
+
+
+@dataclass(frozen=True)
+class LinearityResults(_Recorded):
+    r"""Local linearity of the pathways and the full network (a
+    :class:`~captum_prune.evaluation.LocalLinearityResult` summary in ``record``): per network
+    and radius the mean first-order error with its 95% CI, and the stable radius."""
+
+    radii: List[float]
+    tolerance: float
+    networks: Dict[str, List[Interval]]
+    stable_radius: Dict[str, Interval]
+    n_examples: int
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LinearityResults":
+        return cls(list(d["radii"]), d["tolerance"],
+                   {n["network"]: [Interval.of(c) for c in n["ci"]] for n in d["networks"]},
+                   {n["network"]: Interval.of(n["stable_radius"]) for n in d["networks"]},
+                   d["n_examples"], dict(d))
+
+
 #: JSON key -> (attribute, class) of the protocol sections, in the order of results.json.
 _SECTIONS = (
     ("sanity", SanityResults),
@@ -352,6 +439,8 @@ _SECTIONS = (
     ("localisation", LocalisationResults),
     ("pathway", PathwayResults),
     ("roar", RoarResults),
+    ("sweep", SweepResults),
+    ("linearity", LinearityResults),
 )
 
 
@@ -384,6 +473,8 @@ class BenchmarkResults:
     localisation: Optional[LocalisationResults] = None
     pathway: Optional[PathwayResults] = None
     roar: Optional[RoarResults] = None
+    sweep: Optional["SweepResults"] = None
+    linearity: Optional["LinearityResults"] = None
     #: ``{protocol: ProtocolComparison}``: per-method CIs, paired CIs against PrunedGradient,
     #: tied shares and verdicts, in the order of the report.
     comparisons: Dict[str, "ProtocolComparison"] = field(default_factory=dict)
@@ -425,48 +516,6 @@ class BenchmarkResults:
 
 #: Outcomes of PrunedGradient against one method on one protocol (from the paired CI).
 VERDICTS = ("wins", "ties", "loses", "not a result")
-
-
-def _num(value: Any) -> Optional[float]:
-    r"""A float, or None for None / NaN / inf."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
-
-
-@dataclass(frozen=True)
-class Interval:
-    r"""A mean with its 95% bootstrap CI (None where undefined), from a
-    :class:`~captum_prune.evaluation.ConfidenceInterval`."""
-
-    mean: Optional[float]
-    low: Optional[float]
-    high: Optional[float]
-    n: int = 0
-    n_undefined: int = 0
-
-    @classmethod
-    def of(cls, ci: Any) -> "Interval":
-        r"""From a :class:`~captum_prune.evaluation.ConfidenceInterval` (or its dict)."""
-        d = ci if isinstance(ci, Mapping) else ci.to_dict()
-        return cls(_num(d.get("mean")), _num(d.get("low")), _num(d.get("high")),
-                   int(d.get("n") or 0), int(d.get("n_undefined") or 0))
-
-    @property
-    def defined(self) -> bool:
-        return self.low is not None and self.high is not None
-
-    def excludes_zero(self) -> bool:
-        return self.defined and (self.low > 0 or self.high < 0)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Interval":
-        return cls.of(d)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n,
-                "n_undefined": self.n_undefined}
 
 
 def pairwise_verdict(paired: Sequence[Interval], better: str) -> str:

@@ -27,7 +27,8 @@ from captum_prune.zoo import training
 from captum_prune.zoo.models import DigitsResNet
 
 # Every section, every method, and only one training recipe for the whole file.
-SECTIONS = ("sanity", "pixel_perturbation", "roar", "localisation", "pathway")
+SECTIONS = ("sanity", "pixel_perturbation", "roar", "localisation", "pathway", "sweep",
+            "linearity")
 TINY = ["--threads", "1", "--no-progress", "--model-epochs", "2"]
 QUICK = TINY + ["--n-eval", "6", "--roar-train", "48", "--roar-test", "24",
                 "--roar-epochs", "1", "--roar-seeds", "2"]
@@ -117,7 +118,8 @@ def test_benchmark_writes_valid_pngs_and_self_contained_report(benchmark_run):
     doc = json.loads((out / "results.json").read_text())
     expected = {"maps.png", "lerf.png", "morf.png", "roar.png", "sanity_spearman_abs.png",
                 "sanity_ssim.png", "localisation.png", "road_morf.png", "road_lerf.png",
-                "smprt.png", "scores.png"}
+                "smprt.png", "scores.png", "sweep_maps.png", "sweep_curves.png",
+                "linearity.png"}
     assert set(doc["figures"]) == expected
     html = (out / "report.html").read_text()
     embedded = {name: base64.b64decode(data) for data, name in

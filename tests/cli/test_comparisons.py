@@ -238,3 +238,44 @@ def test_separation_uses_paired_cis_with_the_reference_and_disjoint_cis_otherwis
     assert not c.all_separated(["PrunedGradient", "Same", "Random"])
     assert c.separated("Better", "Missing") is None
     assert _comparison(not_a_result="at chance").separated("Better", "Random") is None
+
+
+def test_sweep_and_linearity_sections_and_auto_as_a_method(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTUM_PRUNE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "result"
+    rc = cli.main(["benchmark", "--quick", "--out", str(out), "--methods",
+                   "PrunedGradient,PrunedGradient[auto],Random", "--benchmarks",
+                   "perturbation,sweep,linearity"] + TINY)
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    sweep = doc["sweep"]
+    assert sweep["sparsities"] == [0.0, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, "auto"]
+    assert sweep["kept_class_rate"][0] == 1.0 and len(sweep["output_change_ci"]) == 8
+    assert 0.0 <= sweep["chosen_sparsity_mean"][-1] < 1.0
+    networks = [n["network"] for n in doc["linearity"]["networks"]]
+    assert networks[0] == "full network" and len(networks) == 1 + 4
+    assert len(doc["linearity"]["networks"][1]["ci"]) == len(doc["linearity"]["radii"])
+    assert {"sweep_maps.png", "sweep_curves.png", "linearity.png"} <= set(doc["figures"])
+    # "auto" is a method like the others, with its CIs and a verdict against PrunedGradient
+    auto = doc["comparisons"]["lerf"]["methods"]["PrunedGradient[auto]"]
+    assert len(auto["paired"]) == 1 and auto["verdict"] is not None
+    assert BenchmarkResults.from_dict(doc).to_dict() == doc
+    markdown = (out / "results.md").read_text()
+    assert "## Sparsity sweep" in markdown and "## Local linearity" in markdown
+    assert "| auto |" in markdown and "| full network |" in markdown
+    # --report-only keeps the figures only the run can draw
+    assert cli.main(["benchmark", "--out", str(out), "--report-only"]) == 0
+    assert "sweep_maps.png" in json.loads((out / "results.json").read_text())["figures"]
+
+
+def test_data_scene_runs_on_the_digit_scenes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTUM_PRUNE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "result"
+    rc = cli.main(["benchmark", "--quick", "--data", "scene", "--out", str(out), "--methods",
+                   "PrunedGradient,Random", "--benchmarks", "perturbation,localisation",
+                   "--model-epochs", "1", "--threads", "1", "--no-progress", "--n-eval", "6"])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert "scenes" in doc["model"]["data"] and doc["model"]["preset"]["epochs"] == 1
+    assert set(doc["comparisons"]) == {"lerf", "morf", "mass_in_box", "pointing_game"}
+    assert doc["config"]["data"] == "scene"
