@@ -44,6 +44,11 @@ def rst_table(headers, rows, widths=None):
     return "\n".join(lines) + "\n"
 
 
+def text(value):
+    r"""Report text as RST: ``|`` would start a substitution."""
+    return value.replace("|", "\\|")
+
+
 def figure(name, alt, width="90%"):
     return f".. figure:: _static/results/{name}\n   :width: {width}\n   :alt: {alt}\n"
 
@@ -121,7 +126,7 @@ minutes.
     tables = report.benchmark_tables(results)
     summary = tables[0]
     parts.append(heading("Summary", "-"))
-    parts.append("\n" + summary["text"] + "\n\n")
+    parts.append("\n" + text(summary["text"]) + "\n\n")
     parts.append(rst_table(summary["headers"], summary["rows"]))
 
     parts.append(heading("Do the key methods separate?", "-"))
@@ -150,7 +155,7 @@ than a paired CI).
             parts.append("\n" + figure("scores.png", "every score with its CI", "100%"))
             continue
         parts.append(heading(title, "-"))
-        parts.append("\n" + table.get("text", "") + "\n\n")
+        parts.append("\n" + text(table.get("text", "")) + "\n\n")
         if table["rows"]:
             parts.append(rst_table(table["headers"], table["rows"]))
         for name in table["figures"]:
