@@ -11,6 +11,8 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import scipy.stats  # noqa: F401  scipy and scikit-learn add warning filters when first
+import sklearn.datasets  # noqa: F401  imported: here, not inside the commands under test
 import torch
 from torch import nn
 
@@ -75,11 +77,16 @@ def test_benchmark_quick_writes_every_section_and_method(benchmark_run):
         sanity = doc["sanity"]["methods"][name]
         # Stage 0 compares the maps with themselves.
         assert sanity["spearman_abs"]["mean"][0] == pytest.approx(1.0)
-        assert sanity["passed"] == (sanity["final_spearman_abs"] < 0.5)
+        final = sanity["final_spearman_abs"]  # None: maps constant from the start (all-zero
+        assert sanity["passed"] == (final is not None and final < 0.5)  # auto maps, tiny model)
         # Constant maps count as 0: the means are over every map, and say how many.
         stages = sanity["spearman_abs_constant_as_zero"][1:]
-        assert sanity["mean_spearman_abs_randomised"] == pytest.approx(sum(stages) / len(stages))
-        assert sanity["n_constant"] == [0] + sanity["spearman_abs"]["n_undefined"][1:]
+        if None not in stages:
+            assert sanity["mean_spearman_abs_randomised"] == pytest.approx(
+                sum(stages) / len(stages))
+        undefined = sanity["spearman_abs"]["n_undefined"]
+        if undefined[0] == 0:  # else the original maps were constant: nothing counts as 0
+            assert sanity["n_constant"] == [0] + undefined[1:]
         local = doc["localisation"]["methods"][name]
         assert 0.0 <= local["mass_in_box"]["mean"] <= 1.0
     # The quick preset's ROAR is a smoke run, and the results say so.
@@ -204,7 +211,7 @@ def test_benchmark_on_user_image_folder_and_factory(tmp_path, cache):
     (["--benchmarks", "roar,speed"], "--benchmarks"),
     (["--weights", "/nonexistent/w.pt"], "no such file"),
     (["--data", "/nonexistent/data"], "no such folder"),
-    (["--model", "not_a_torchvision_model"], "not a torchvision"),
+    (["--model", "not_a_torchvision_model"], "a torchvision classification model nor"),
     (["--model", "no_such_module_xyz:make"], "cannot import"),
     (["--sparsity", "1.5"], "--sparsity"),
     (["--device", "warp-drive"], "--device"),
