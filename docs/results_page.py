@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--machine", required=True, help="one line on the machine")
     parser.add_argument("--wall", default=None, help="wall time as measured outside, e.g. 38 min")
     parser.add_argument("--note", default="", help="a paragraph on the sizes (why reduced)")
+    parser.add_argument("--separation-note", default="",
+                        help="a paragraph after the separation table (e.g. a paired CI "
+                        "measured separately for a pair without PrunedGradient)")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args()
 
@@ -145,6 +148,8 @@ than a paired CI).
                      "not a result" if verdict is None else ("yes" if verdict else "no"),
                      ", ".join(failing) or "--"])
     parts.append(rst_table(["protocol", "all separated", "pairs not separated"], rows))
+    if args.separation_note:
+        parts.append("\n" + args.separation_note.strip() + "\n")
 
     for table in tables[1:]:
         if not table["rows"] and not table.get("text"):

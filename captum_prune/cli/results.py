@@ -721,7 +721,8 @@ class ProtocolComparison:
                          f"difference excludes 0{models}.")
         if groups["ties"]:
             parts.append(f"It ties with {_names(groups['ties'])}: the paired CI contains 0"
-                         + (" on at least one model" if self.n_models > 1 else "")
+                         + (" on at least one model, or the models disagree"
+                            if self.n_models > 1 else "")
                          + ", so no winner is called.")
         if groups["loses"]:
             parts.append(f"It loses to {_names(groups['loses'])}{models}.")
@@ -748,11 +749,13 @@ class ProtocolComparison:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ProtocolComparison":
-        return cls(d["protocol"], d["title"], d["score_name"], d["better"], d["reference"],
+        r"""Reads one back; the verdict paragraph is written again from the stored verdicts
+        and CIs (so a report rewritten from an older ``results.json`` uses today's wording)."""
+        made = cls(d["protocol"], d["title"], d["score_name"], d["better"], d["reference"],
                    {n: MethodComparison.from_dict(m) for n, m in d["methods"].items()},
                    list(d.get("x") or []), d.get("x_label", ""), d.get("curve_name", ""),
-                   d.get("n_models", 1), d.get("not_a_result"), d.get("chance"),
-                   d.get("summary", ""))
+                   d.get("n_models", 1), d.get("not_a_result"), d.get("chance"))
+        return cls(**{**made.__dict__, "summary": made.describe()})
 
     def to_dict(self) -> Dict[str, Any]:
         return {"protocol": self.protocol, "title": self.title, "score_name": self.score_name,
