@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "COMPARISON_SPARSITY",
+    "CONTROL",
     "METHODS",
     "DEFAULT_METHODS",
     "DEMO_METHODS",
@@ -45,6 +46,9 @@ __all__ = [
 #: 0.5-0.95 sweep on 64 test images (docs: Results). The method's own default is
 #: ``captum_prune.pruned_gradient.DEFAULT_SPARSITY`` (0.85, the authors' code).
 COMPARISON_SPARSITY = 0.8
+
+#: The name of the random-map control (:class:`~captum_prune.evaluation.RandomAttribution`).
+CONTROL = "Random"
 
 Explain = Callable[[Tensor, Tensor], Tensor]
 Factory = Callable[[nn.Module], Explain]
@@ -72,6 +76,14 @@ def _pruned_gradient(criterion: str, model: nn.Module, sparsity: float) -> Expla
 
     method = PrunedGradient(model)
     return lambda x, t: method.attribute(x, target=t, sparsity=sparsity, criterion=criterion)
+
+
+def _pruned_gradient_auto(model: nn.Module, sparsity: float) -> Explain:
+    from captum_prune import PrunedGradient
+
+    method = PrunedGradient(model)
+    # Per example, the largest sparsity that keeps the target's probability within 15%.
+    return lambda x, t: method.attribute(x, target=t, sparsity="auto")
 
 
 def _plain(cls_name: str, model: nn.Module, sparsity: float) -> Explain:
@@ -175,6 +187,15 @@ def _hooked(cls_name: str, model: nn.Module, sparsity: float) -> Explain:
     return explain
 
 
+def _random(model: nn.Module, sparsity: float) -> Explain:
+    from captum_prune.evaluation import RandomAttribution
+
+    # A fresh instance per model: the same maps for every randomised copy in the sanity
+    # checks (a map that ignores the model, which they should flag).
+    method = RandomAttribution(model, seed=0)
+    return lambda x, t: method.attribute(x, target=t)
+
+
 def gradcam_layer(model: nn.Module) -> nn.Module:
     r"""
     The last convolutional block of ``model``: the top-level child that holds its last
@@ -215,6 +236,8 @@ METHODS: Dict[str, MethodSpec] = {
         MethodSpec("PrunedGradient[integrated_gradients]",
                    "gradient through the integrated-gradients pathway",
                    partial(_pruned_gradient, "integrated_gradients")),
+        MethodSpec("PrunedGradient[auto]", "taylor pathway, sparsity chosen per example "
+                   "(sparsity='auto': output change at most 15%)", _pruned_gradient_auto),
         MethodSpec("Saliency", "input gradient", partial(_plain, "Saliency")),
         MethodSpec("InputXGradient", "input x gradient", partial(_plain, "InputXGradient")),
         MethodSpec("IntegratedGradients", "32 steps from the mean image", _integrated_gradients),
@@ -222,6 +245,8 @@ METHODS: Dict[str, MethodSpec] = {
         MethodSpec("GuidedBackprop", "guided backpropagation", partial(_hooked, "GuidedBackprop")),
         MethodSpec("DeepLift", "DeepLift (rescale), zero baseline", partial(_hooked, "DeepLift")),
         MethodSpec("GradCAM", "LayerGradCam on the last conv block, upsampled", _gradcam),
+        MethodSpec(CONTROL, "random-map control (RandomAttribution, seed 0): uniform noise",
+                   _random),
     )
 }
 

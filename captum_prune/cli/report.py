@@ -34,6 +34,10 @@ __all__ = [
     "write_html_report",
     "format_number",
     "benchmark_tables",
+    "comparison_tables",
+    "ci_curves_figure",
+    "scores_figure",
+    "format_ci",
     "write_benchmark_figures",
     "write_benchmark_markdown",
     "write_benchmark_html",
@@ -272,7 +276,8 @@ def write_html_report(
 
 def bars_figure(values: Mapping[str, Mapping[str, Tuple[float, float]]], title: str) -> Any:
     r"""
-    Grouped bars: ``{metric: {method: (mean, std)}}``, one group per method.
+    Grouped bars: ``{metric: {method: (mean, error)}}``, one group per method; the error is a
+    std (symmetric) or a ``(low, high)`` confidence interval.
 
     Returns:
         matplotlib.figure.Figure
@@ -287,8 +292,15 @@ def bars_figure(values: Mapping[str, Mapping[str, Tuple[float, float]]], title: 
     x = np.arange(len(methods))
     for k, metric in enumerate(metrics):
         mean = [np.nan if values[metric][m][0] is None else values[metric][m][0] for m in methods]
-        std = [0.0 if values[metric][m][1] is None else values[metric][m][1] for m in methods]
-        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+        errors = []
+        for m, centre in zip(methods, mean):
+            error = values[metric][m][1]
+            if isinstance(error, (tuple, list)):  # a (low, high) CI
+                errors.append((centre - error[0], error[1] - centre))
+            else:
+                errors.append((0.0 if error is None else error,) * 2)
+        yerr = np.array(errors, dtype=float).T if errors else None
+        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, mean, width, yerr=yerr, capsize=2,
                label=metric)
     ax.set_xticks(x)
     ax.set_xticklabels([m.replace("[", "\n[") for m in methods], rotation=35, ha="right",
@@ -310,6 +322,117 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:g}%"
 
 
+def format_ci(interval: Any, digits: int = 3) -> str:
+    r"""``"mean [low, high]"`` of an :class:`~captum_prune.cli.results.Interval` (``"n/a"``
+    where undefined)."""
+    if interval is None or interval.mean is None:
+        return "n/a"
+    text = format_number(interval.mean, digits)
+    if interval.low is None or interval.high is None:
+        return text + " [CI n/a]"
+    return f"{text} [{format_number(interval.low, digits)}, {format_number(interval.high, digits)}]"
+
+
+def _signed_ci(interval: Any, digits: int = 3) -> str:
+    if interval is None or interval.mean is None:
+        return "n/a"
+    if interval.low is None or interval.high is None:
+        return f"{interval.mean:+.{digits}g} [CI n/a]"
+    return f"{interval.mean:+.{digits}g} [{interval.low:+.{digits}g}, {interval.high:+.{digits}g}]"
+
+
+def _score_cell(results: BenchmarkResults, protocol: str, name: str, digits: int = 3) -> Any:
+    comparison = results.comparisons.get(protocol)
+    if comparison is None or name not in comparison.methods:
+        return None
+    return format_ci(comparison.methods[name].score, digits)
+
+
+def _curve_cell(results: BenchmarkResults, protocol: str, name: str, j: int, mean: Any,
+                std: Any) -> str:
+    comparison = results.comparisons.get(protocol)
+    if comparison is not None and name in comparison.methods:
+        curve = comparison.methods[name].curve
+        if j < len(curve):
+            return format_ci(curve[j])
+    return _pm(mean, std)
+
+
+#: Short names of the verdicts, from PrunedGradient's side.
+_VERDICT_TEXT = {"wins": "PG better", "ties": "tie", "loses": "PG worse",
+                 "not a result": "not a result"}
+
+
+def comparison_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
+    r"""
+    One table per protocol of ``results.comparisons``: every method's score with its 95%
+    bootstrap CI, the paired CI of its difference to PrunedGradient, PrunedGradient's verdict
+    and the tied share; with several trained models, per model the paired CI and the spread of
+    the score between models. The text is the protocol's verdict paragraph.
+    """
+    tables = []
+    for key, comparison in results.comparisons.items():
+        several = comparison.n_models > 1
+        seeds = [m.get("model_seed") for m in results.model.get("models", [])]
+        seeds = [seeds[k] if k < len(seeds) else f"#{k}" for k in range(comparison.n_models)]
+        headers = ["method", f"score [95% CI]{' (first model)' if several else ''}"]
+        if several:
+            headers += [f"Δ vs {comparison.reference} [paired CI], model seed {s}"
+                        for s in seeds]
+            headers += ["mean over models", "between-model std (min–max)",
+                        "within-model CI half-width"]
+        else:
+            headers.append(f"Δ vs {comparison.reference} [paired 95% CI]")
+        headers.append(f"{comparison.reference}'s verdict")
+        has_ties = any(m.tied_share is not None for m in comparison.methods.values())
+        if has_ties:
+            headers.append("tied share")
+        rows = []
+        for name, m in comparison.methods.items():
+            row: List[Any] = [name, format_ci(m.score, 4)]
+            if several:
+                row += ([_signed_ci(p) for p in m.paired] if m.paired
+                        else ["(reference)"] * comparison.n_models)
+                spread = (m.models or {}).get("score") or {}
+                row += [format_number(spread.get("mean")),
+                        f"{format_number(spread.get('between_std'))} "
+                        f"({format_number(spread.get('between_min'))}–"
+                        f"{format_number(spread.get('between_max'))})",
+                        format_number(spread.get("within_half_width"))]
+            else:
+                row.append(_signed_ci(m.paired[0]) if m.paired else "(reference)")
+            row.append("(reference)" if m.verdict is None else _VERDICT_TEXT[m.verdict])
+            if has_ties:
+                row.append("n/a" if m.tied_share is None else f"{100 * m.tied_share:.1f}%")
+            rows.append(row)
+        figure = f"{key}.png" if key in _CURVE_FILES else None
+        tables.append({
+            "title": f"Verdict: {comparison.title}",
+            "text": comparison.summary + f" Score: {comparison.score_name} ({comparison.better} "
+                    "is better); mean over examples with its 95% percentile-bootstrap CI; Δ is "
+                    f"the method's score minus {comparison.reference}'s on the same examples, "
+                    "with its paired bootstrap CI; \"tie\" where that CI contains 0."
+                    + (f" {comparison.n_models} trained models: a verdict needs every model's "
+                       "paired CI to exclude 0 on the same side." if several else "")
+                    + (" Tied share: the mean share of each map's pixels that tie with another "
+                       "(ordered by a seeded random draw)." if has_ties else ""),
+            "headers": headers, "rows": rows,
+            "figures": [_CURVE_FILES[key]] if figure else [],
+            "protocol": key,
+        })
+    skipped = results.config.get("skipped") or {}
+    for key, why in skipped.items():
+        tables.append({"title": f"Verdict: {key}", "text": f"Not run: {why}.", "headers": [],
+                       "rows": [], "figures": []})
+    return tables
+
+
+#: Protocols with curves -> the plot file that shows them with CI bands.
+_CURVE_FILES = {"lerf": "lerf.png", "morf": "morf.png", "road_morf": "road_morf.png",
+                "road_lerf": "road_lerf.png", "smprt": "smprt.png", "roar": "roar.png",
+                "sanity": "sanity_spearman_abs.png"}
+
+
 def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
     r"""
     The tables of a benchmark's results, shared by the Markdown and HTML writers: a list of
@@ -328,10 +451,12 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
     for name in names:
         row: List[Any] = [name]
         if perturbation:
-            row += [format_number(perturbation.curves(m)[name].auc, 4) for m in ("lerf", "morf")]
+            row += [_score_cell(results, m, name, 4)
+                    or format_number(perturbation.curves(m)[name].auc, 4)
+                    for m in ("lerf", "morf")]
         if roar:
             row.append("not a result (see ROAR)" if roar.not_meaningful
-                       else roar.methods[name].auc)
+                       else _score_cell(results, "roar", name) or roar.methods[name].auc)
         if sanity:
             s = sanity.methods[name]
             verdict = "pass" if s.passed else "FAIL"
@@ -341,7 +466,11 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
             row.append(format_number(s.mean_spearman_abs_randomised))
         if boxes:
             m = local.methods[name]
-            row += [m.mass_in_box.mean, m.pointing_game.mean]
+            row += [_score_cell(results, "mass_in_box", name) or m.mass_in_box.mean,
+                    _score_cell(results, "pointing_game", name) or m.pointing_game.mean]
+        for key in ("road_morf", "road_lerf", "srg", "grid_pointing", "emprt", "smprt"):
+            if key in results.comparisons:
+                row.append(_score_cell(results, key, name) or "n/a")
         row.append(f"{1000 * seconds.get(name, float('nan')):.1f}")
         summary_rows.append(row)
     headers = ["method"]
@@ -354,6 +483,14 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                     "sanity: mean Spearman |map| over stages"]
     if boxes:
         headers += ["mass in box", "pointing game"]
+    for key, label in (("road_morf", "ROAD MoRF AUC (lower better)"),
+                       ("road_lerf", "ROAD LeRF AUC (higher better)"),
+                       ("srg", "SRG (higher better)"),
+                       ("grid_pointing", "grid pointing (higher better)"),
+                       ("emprt", "eMPRT entropy rise (higher better)"),
+                       ("smprt", "sMPRT Spearman (lower better)")):
+        if key in results.comparisons:
+            headers.append(label)
     headers.append("ms / image")
     pass_below = sanity.pass_below if sanity else SANITY_PASS_BELOW
     tables.append({"title": "Summary", "headers": headers, "rows": summary_rows,
@@ -365,6 +502,10 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                            "all randomisation stages shows how early the maps react (lower is "
                            "better). A map that became constant has no ranks: it changed with "
                            "the model, and is counted as a correlation of 0."
+                           + (" Every score is the mean with its 95% bootstrap CI over examples "
+                              "(over test images for ROAR, over grids for the grid pointing "
+                              "game); the Verdict sections compare each method with "
+                              "PrunedGradient by paired CI." if results.comparisons else "")
                            + (f" ROAR is not a result in this run: {roar.not_meaningful}."
                               if roar and roar.not_meaningful else "")})
 
@@ -372,21 +513,26 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
         for mode, text in (("lerf", "least relevant first: lower is better"),
                            ("morf", "most relevant first: higher is better")):
             curves = perturbation.curves(mode)
-            rows = [[name, format_number(curves[name].auc, 4)]
-                    + [_pm(m, s) for m, s in zip(curves[name].mean, curves[name].std)]
+            rows = [[name, _score_cell(results, mode, name, 4)
+                     or format_number(curves[name].auc, 4)]
+                    + [_curve_cell(results, mode, name, j, m, s)
+                       for j, (m, s) in enumerate(zip(curves[name].mean, curves[name].std))]
                     for name in names]
             tables.append({
                 "title": f"Pixel perturbation, {mode.upper()}",
                 "text": f"Absolute fractional change of the target's softmax probability after "
-                        f"removing pixels ({text}); mean ± std over "
-                        f"{curves[names[0]].n_examples} test images.",
+                        f"removing pixels ({text}); "
+                        + ("mean [95% bootstrap CI]" if mode in results.comparisons
+                           else "mean ± std") + f" over "
+                        f"{curves[names[0]].n_examples} test images; AUC per image, then "
+                        "averaged.",
                 "headers": ["method", "AUC"] + [_percent(f) for f in perturbation.fractions],
                 "rows": rows, "figures": [f"{mode}.png"],
             })
     if roar:
-        rows = [[name, roar.methods[name].auc] + [_pm(m, s) for m, s in
-                                                 zip(roar.methods[name].mean,
-                                                     roar.methods[name].std)]
+        rows = [[name, _score_cell(results, "roar", name) or roar.methods[name].auc]
+                + [_curve_cell(results, "roar", name, j, m, s) for j, (m, s) in
+                   enumerate(zip(roar.methods[name].mean, roar.methods[name].std))]
                 for name in names]
         warning = (f"NOT A RESULT: {roar.not_meaningful}, so the accuracy drops below say "
                    "nothing about the methods. " if roar.not_meaningful else "")
@@ -395,7 +541,10 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                      + (": not a result in this run" if roar.not_meaningful else ""),
             "text": warning
                     + "Test accuracy (a fraction, as in the plot) after removing the top pixels "
-                    f"and retraining from scratch; mean ± std over seeds {roar.seeds}, "
+                    "and retraining from scratch; "
+                    + ("mean [95% bootstrap CI over test images, correctness averaged over "
+                       "the seeds]" if "roar" in results.comparisons else "mean ± std")
+                    + f" over seeds {roar.seeds}, "
                     f"{roar.epochs} epochs on "
                     f"{roar.n_train} train images, {roar.n_test} test images"
                     + (f"; retrained model: {roar.retrained_model}"
@@ -405,7 +554,7 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
             "rows": rows, "figures": ["roar.png"],
         })
     if sanity:
-        rows = [[name] + [_sanity_cell(sanity.methods[name], i)
+        rows = [[name] + [_sanity_ci_cell(results, sanity.methods[name], name, i)
                           for i in range(len(sanity.stages))]
                 + ["pass" if sanity.methods[name].passed else "FAIL"] for name in names]
         tables.append({
@@ -418,9 +567,11 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
             "figures": ["sanity_spearman_abs.png", "sanity_ssim.png"],
         })
     if boxes:
-        rows = [[name, _pm(local.methods[name].mass_in_box.mean,
-                           local.methods[name].mass_in_box.std),
-                 local.methods[name].pointing_game.mean] for name in names]
+        rows = [[name, _score_cell(results, "mass_in_box", name)
+                 or _pm(local.methods[name].mass_in_box.mean,
+                        local.methods[name].mass_in_box.std),
+                 _score_cell(results, "pointing_game", name)
+                 or local.methods[name].pointing_game.mean] for name in names]
         tables.append({
             "title": "Localisation", "headers": ["method", "positive mass in box", "pointing game"],
             "text": "Share of the positive attribution mass inside the ground-truth box, and the "
@@ -432,10 +583,10 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                        "headers": [], "rows": [], "figures": []})
     pathway = results.pathway
     if pathway:
-        rows = [[pair, _pm(v.mean, v.std)] for pair, v in pathway.jaccard.items()]
-        rows += [[f"dead share, {c}", _pm(v.mean, v.std)]
+        rows = [[pair, _pm(v.mean, v.std), _stat_ci(v)] for pair, v in pathway.jaccard.items()]
+        rows += [[f"dead share, {c}", _pm(v.mean, v.std), _stat_ci(v)]
                  for c, v in pathway.dead_fraction.items()]
-        rows += [[f"pruned net keeps the class, {c}", _pm(v.mean, v.std)]
+        rows += [[f"pruned net keeps the class, {c}", _pm(v.mean, v.std), _stat_ci(v)]
                  for c, v in pathway.target_kept.items()]
         tables.append({
             "title": "Pathway analysis",
@@ -443,9 +594,58 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                     f"{pathway.n_examples} test images: Jaccard overlap between criteria, "
                     f"share of kept neurons whose activation is zero, and how often the pruned "
                     f"network still predicts the class.",
-            "headers": ["quantity", "mean ± std"], "rows": rows, "figures": [],
+            "headers": ["quantity", "mean ± std", "95% CI of the mean"], "rows": rows,
+            "figures": [],
         })
+    sweep = results.sweep
+    if sweep:
+        rows = [[str(entry) if isinstance(entry, str) else f"{100 * entry:g}%",
+                 format_ci(kept), format_ci(change), format_number(chosen),
+                 format_number(kept_fraction)]
+                for entry, kept, change, chosen, kept_fraction in zip(
+                    sweep.sparsities, sweep.kept_class, sweep.output_change,
+                    sweep.chosen_sparsity, sweep.kept_fraction)]
+        tables.append({
+            "title": "Sparsity sweep",
+            "text": f"PrunedGradient (taylor) at the paper's sparsities and at sparsity='auto' "
+                    f"(per example, the largest sparsity that keeps the target's probability "
+                    f"within 15%) on {sweep.n_examples} test images: how often the pruned "
+                    "network keeps the unpruned network's class, and the mean relative change "
+                    "|p_pruned - p| / p of the target's probability, each with its 95% "
+                    "bootstrap CI; the mean sparsity used and the share of neurons kept.",
+            "headers": ["sparsity", "kept class [95% CI]", "output change [95% CI]",
+                        "mean sparsity used", "neurons kept"],
+            "rows": rows, "figures": ["sweep_maps.png", "sweep_curves.png"],
+        })
+    linearity = results.linearity
+    if linearity:
+        rows = [[network] + [format_ci(c) for c in cis]
+                + [format_ci(linearity.stable_radius[network])]
+                for network, cis in linearity.networks.items()]
+        tables.append({
+            "title": "Local linearity",
+            "text": "Mean relative error of the first-order prediction F(x) + grad F(x)·d "
+                    "against F(x + d) over random directions d of L2 norm r (per example the "
+                    "median over 8 directions), with its 95% bootstrap CI, for the full network "
+                    "and for each pathway with its masks fixed; the stable radius is the largest "
+                    f"r with every error below {linearity.tolerance:g}. {linearity.n_examples} "
+                    "test images, in float64.",
+            "headers": ["network"] + [f"r = {r:g}" for r in linearity.radii]
+                       + ["stable radius [95% CI]"],
+            "rows": rows, "figures": ["linearity.png"],
+        })
+    tables += comparison_tables(results)
+    if results.comparisons:
+        tables.append({"title": "All scores with 95% CIs", "headers": [], "rows": [],
+                       "text": "Every protocol's score per method, with its 95% bootstrap CI.",
+                       "figures": ["scores.png"]})
     return tables
+
+
+def _stat_ci(stat: Any) -> str:
+    if stat.low is None or stat.high is None:
+        return "n/a"
+    return f"[{format_number(stat.low)}, {format_number(stat.high)}]"
 
 
 def _sanity_values(curves: Any) -> List[Any]:
@@ -462,6 +662,93 @@ def _sanity_cell(curves: Any, stage: int) -> str:
     value = format_number(_sanity_values(curves)[stage], 2)
     note = _constant_note(curves, stage)
     return f"{value} ({note})" if note else value
+
+
+def _sanity_ci_cell(results: BenchmarkResults, curves: Any, name: str, stage: int) -> str:
+    comparison = results.comparisons.get("sanity")
+    if comparison is None or name not in comparison.methods:
+        return _sanity_cell(curves, stage)
+    curve = comparison.methods[name].curve
+    if stage >= len(curve):
+        return _sanity_cell(curves, stage)
+    note = _constant_note(curves, stage)
+    return format_ci(curve[stage], 2) + (f" ({note})" if note else "")
+
+
+def ci_curves_figure(
+    curves: Mapping[str, Tuple[Sequence[Any], Sequence[Any]]],
+    title: str, xlabel: str, ylabel: str, xticklabels: Optional[Sequence[str]] = None,
+) -> Any:
+    r"""
+    One line per method with its 95% CI as a shaded band: ``{method: (x, intervals)}``, each
+    interval an :class:`~captum_prune.cli.results.Interval` (mean, low, high).
+
+    Returns:
+        matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5 if xticklabels is None else 9.5, 4.2))
+    ax = fig.subplots()
+    for name, (x, intervals) in curves.items():
+        x = np.asarray(x, dtype=float)
+
+        def values(attr: str, intervals: Sequence[Any] = intervals) -> np.ndarray:
+            return np.asarray([np.nan if getattr(i, attr) is None else getattr(i, attr)
+                               for i in intervals], dtype=float)
+
+        reference = name.startswith("PrunedGradient")
+        control = name == "Random"
+        (line,) = ax.plot(x, values("mean"), "-" if reference else (":" if control else "--"),
+                          marker="o", markersize=3, linewidth=2.2 if reference else 1.3,
+                          label=name, color="0.35" if control else None)
+        ax.fill_between(x, values("low"), values("high"), color=line.get_color(), alpha=0.12,
+                        linewidth=0)
+    if xticklabels is not None:
+        ax.set_xticks(range(len(xticklabels)))
+        ax.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize=9)
+    ax.set_title(title, fontsize=12)
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel + " (band: 95% CI)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=10, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def scores_figure(results: BenchmarkResults) -> Any:
+    r"""Every protocol's score per method with its 95% CI (one panel per protocol)."""
+    from matplotlib.figure import Figure
+
+    comparisons = list(results.comparisons.values())
+    cols = min(4, max(1, len(comparisons)))
+    rows = int(math.ceil(len(comparisons) / cols))
+    names = results.methods
+    fig = Figure(figsize=(4.2 * cols, 0.28 * len(names) * rows + 1.2 * rows + 0.5))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, comparison in zip(axes, comparisons):
+        y = np.arange(len(names))[::-1]
+        for yi, name in zip(y, names):
+            m = comparison.methods.get(name)
+            if m is None or m.score.mean is None:
+                continue
+            low = m.score.low if m.score.low is not None else m.score.mean
+            high = m.score.high if m.score.high is not None else m.score.mean
+            colour = {"wins": "tab:green", "loses": "tab:red"}.get(m.verdict or "", "tab:gray")
+            if m.verdict is None:
+                colour = "tab:blue"
+            ax.errorbar([m.score.mean], [yi], xerr=[[m.score.mean - low], [high - m.score.mean]],
+                        fmt="o", color=colour, markersize=4, capsize=2)
+        ax.set_yticks(y)
+        ax.set_yticklabels(names, fontsize=7)
+        ax.set_title(f"{comparison.title}\n({comparison.better} is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(comparisons):]:
+        ax.set_visible(False)
+    fig.suptitle("Scores with 95% CIs (blue: PrunedGradient; green / red: PrunedGradient better "
+                 "/ worse by paired CI; grey: tie)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def run_description(results: BenchmarkResults) -> str:
@@ -482,19 +769,44 @@ def run_description(results: BenchmarkResults) -> str:
 
 
 def write_benchmark_figures(
-    folder: Path, results: BenchmarkResults, maps: Mapping[str, Tensor], images: np.ndarray,
-    boxes: Optional[Tensor],
+    folder: Path, results: BenchmarkResults, maps: Optional[Mapping[str, Tensor]],
+    images: Optional[np.ndarray], boxes: Optional[Tensor],
 ) -> List[Path]:
-    r"""Writes the PNG plots of a benchmark into ``folder``; returns their paths."""
+    r"""Writes the PNG plots of a benchmark into ``folder``; returns their paths (``maps``
+    None: no ``maps.png``)."""
     names = results.methods
     paths = []
-    fig = map_grid_figure(images, maps, boxes, title="|attribution|, max over channels"
-                          + ("; dashed box: ground truth" if boxes is not None else ""))
-    paths.append(save_figure(fig, folder / "maps.png"))
+    if maps is not None:  # None: keep the maps.png that is there (--report-only)
+        fig = map_grid_figure(images, maps, boxes, title="|attribution|, max over channels"
+                              + ("; dashed box: ground truth" if boxes is not None else ""))
+        paths.append(save_figure(fig, folder / "maps.png"))
+    comparisons = results.comparisons
+    written = set()
+    for key, file in _CURVE_FILES.items():
+        comparison = comparisons.get(key)
+        if comparison is None or not comparison.x:
+            continue
+        stages = isinstance(comparison.x[0], str)
+        x = list(range(len(comparison.x))) if stages else list(comparison.x)
+        curves = {n: (x, comparison.methods[n].curve) for n in names
+                  if n in comparison.methods and len(comparison.methods[n].curve) == len(x)}
+        if not curves:
+            continue
+        title = f"{comparison.title} ({comparison.better} score is better)"
+        if comparison.not_a_result:
+            title = f"{comparison.title}: NOT A RESULT in this run (see the report)"
+        fig = ci_curves_figure(curves, title, comparison.x_label, comparison.curve_name,
+                               xticklabels=comparison.x if stages else None)
+        paths.append(save_figure(fig, folder / file))
+        written.add(file)
+    if comparisons:
+        paths.append(save_figure(scores_figure(results), folder / "scores.png"))
     perturbation = results.pixel_perturbation
     if perturbation:
         for mode, label in (("lerf", "LeRF (lower is better)"),
                             ("morf", "MoRF (higher is better)")):
+            if f"{mode}.png" in written:
+                continue
             by_method = perturbation.curves(mode)
             curves = {n: ([0.0] + perturbation.fractions, [0.0] + by_method[n].mean,
                           [0.0] + by_method[n].std) for n in names}
@@ -502,7 +814,7 @@ def write_benchmark_figures(
                                 "|fractional change of p(class)|")
             paths.append(save_figure(fig, folder / f"{mode}.png"))
     roar = results.roar
-    if roar:
+    if roar and "roar.png" not in written:
         curves = {n: (roar.fractions, roar.methods[n].mean, roar.methods[n].std) for n in names}
         title = ("ROAR: NOT A RESULT in this run (see the report)" if roar.not_meaningful
                  else "ROAR (lower is better)")
@@ -514,6 +826,19 @@ def write_benchmark_figures(
         stages = sanity.stages
         for metric, label in (("spearman_abs", "Spearman rank correlation of |map|"),
                               ("ssim", "SSIM of the signed map")):
+            if f"sanity_{metric}.png" in written:
+                continue
+            cis = {n: getattr(sanity.methods[n], metric).get("ci") for n in names}
+            if all(cis.values()):
+                from captum_prune.cli.results import Interval
+
+                fig = ci_curves_figure(
+                    {n: (list(range(len(stages))), [Interval.of(c) for c in cis[n]])
+                     for n in names},
+                    "Sanity check: cascading randomisation", "randomised up to", label,
+                    xticklabels=stages)
+                paths.append(save_figure(fig, folder / f"sanity_{metric}.png"))
+                continue
             curves = {}
             for n in names:
                 values = getattr(sanity.methods[n], metric)
@@ -526,13 +851,24 @@ def write_benchmark_figures(
     local = results.localisation
     if local is not None and local.skipped is None:
         values = {
-            "mass in box": {n: (local.methods[n].mass_in_box.mean,
-                                local.methods[n].mass_in_box.std) for n in names},
-            "pointing game": {n: (local.methods[n].pointing_game.mean, None) for n in names},
+            "mass in box": {n: _bar(results, "mass_in_box", n, local.methods[n].mass_in_box)
+                            for n in names},
+            "pointing game": {n: _bar(results, "pointing_game", n,
+                                      local.methods[n].pointing_game) for n in names},
         }
         paths.append(save_figure(bars_figure(values, "Localisation (higher is better)"),
                                  folder / "localisation.png"))
     return paths
+
+
+def _bar(results: BenchmarkResults, protocol: str, name: str, stat: Any) -> Tuple[Any, Any]:
+    r"""``(mean, error)`` of a bar: the 95% CI as ``(low, high)`` where known, else the std."""
+    comparison = results.comparisons.get(protocol)
+    if comparison is not None and name in comparison.methods:
+        score = comparison.methods[name].score
+        if score.low is not None:
+            return score.mean, (score.low, score.high)
+    return stat.mean, stat.std
 
 
 def _config_text(results: BenchmarkResults) -> str:
@@ -543,6 +879,10 @@ def _config_text(results: BenchmarkResults) -> str:
              f"device {config['device']}; seed {config['seed']}",
              f"model: {model.get('model')}; data: {model.get('data')}",
              f"test accuracy: {format_number(model.get('test_accuracy'))}{where}"]
+    if len(model.get("models") or []) > 1:
+        lines.append("trained models (seed: test accuracy): " + ", ".join(
+            f"{m.get('model_seed')}: {format_number(m.get('test_accuracy'))}"
+            for m in model["models"]))
     if results.timings:
         lines.append("timings (s): " + ", ".join(
             f"{k.replace('_seconds', '')} {v:.0f}" for k, v in results.timings.items()))

@@ -12,7 +12,7 @@ The per-method entries keep the protocol's own JSON summary (``record``: the ``t
 an :mod:`captum_prune.evaluation` result) and expose the fields the report uses as attributes.
 """
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -30,10 +30,17 @@ __all__ = [
     "LocalisationScores",
     "LocalisationResults",
     "PathwayResults",
+    "SweepResults",
+    "LinearityResults",
     "BenchmarkResults",
+    "Interval",
+    "MethodComparison",
+    "ProtocolComparison",
+    "VERDICTS",
+    "pairwise_verdict",
 ]
 
-RESULTS_FORMAT = "captum-prune-benchmark/1"
+RESULTS_FORMAT = "captum-prune-benchmark/2"
 #: A method passes the sanity check when, with every block randomised, the mean Spearman
 #: correlation of its absolute map with the original map falls below this.
 SANITY_PASS_BELOW = 0.5
@@ -60,13 +67,16 @@ class Stat:
 
     mean: Optional[float]
     std: Optional[float]
+    #: The 95% bootstrap CI of the mean (None where not recorded or undefined).
+    low: Optional[float] = None
+    high: Optional[float] = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Stat":
-        return cls(d["mean"], d.get("std"))
+        return cls(d["mean"], d.get("std"), d.get("low"), d.get("high"))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"mean": self.mean, "std": self.std}
+        return {"mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
 
 
 @dataclass(frozen=True)
@@ -337,6 +347,91 @@ class PathwayResults:
         return out
 
 
+def _num(value: Any) -> Optional[float]:
+    r"""A float, or None for None / NaN / inf."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Interval:
+    r"""A mean with its 95% bootstrap CI (None where undefined), from a
+    :class:`~captum_prune.evaluation.ConfidenceInterval`."""
+
+    mean: Optional[float]
+    low: Optional[float]
+    high: Optional[float]
+    n: int = 0
+    n_undefined: int = 0
+
+    @classmethod
+    def of(cls, ci: Any) -> "Interval":
+        r"""From a :class:`~captum_prune.evaluation.ConfidenceInterval` (or its dict)."""
+        d = ci if isinstance(ci, Mapping) else ci.to_dict()
+        return cls(_num(d.get("mean")), _num(d.get("low")), _num(d.get("high")),
+                   int(d.get("n") or 0), int(d.get("n_undefined") or 0))
+
+    @property
+    def defined(self) -> bool:
+        return self.low is not None and self.high is not None
+
+    def excludes_zero(self) -> bool:
+        return self.defined and (self.low > 0 or self.high < 0)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Interval":
+        return cls.of(d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n,
+                "n_undefined": self.n_undefined}
+
+
+@dataclass(frozen=True)
+class SweepResults(_Recorded):
+    r"""PrunedGradient at the paper's sparsities (and ``"auto"``): per entry the kept-class
+    rate and the relative output change with their 95% CIs (a
+    :class:`~captum_prune.evaluation.SparsitySweepResult` summary in ``record``)."""
+
+    sparsities: List[Any]
+    kept_class: List[Interval]
+    output_change: List[Interval]
+    chosen_sparsity: Values
+    kept_fraction: Values
+    n_examples: int
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SweepResults":
+        return cls(list(d["sparsities"]), [Interval.of(c) for c in d["kept_class_ci"]],
+                   [Interval.of(c) for c in d["output_change_ci"]],
+                   list(d["chosen_sparsity_mean"]), list(d["kept_fraction_mean"]),
+                   d["n_examples"], dict(d))
+
+
+@dataclass(frozen=True)
+class LinearityResults(_Recorded):
+    r"""Local linearity of the pathways and the full network (a
+    :class:`~captum_prune.evaluation.LocalLinearityResult` summary in ``record``): per network
+    and radius the mean first-order error with its 95% CI, and the stable radius."""
+
+    radii: List[float]
+    tolerance: float
+    networks: Dict[str, List[Interval]]
+    stable_radius: Dict[str, Interval]
+    n_examples: int
+    record: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LinearityResults":
+        return cls(list(d["radii"]), d["tolerance"],
+                   {n["network"]: [Interval.of(c) for c in n["ci"]] for n in d["networks"]},
+                   {n["network"]: Interval.of(n["stable_radius"]) for n in d["networks"]},
+                   d["n_examples"], dict(d))
+
+
 #: JSON key -> (attribute, class) of the protocol sections, in the order of results.json.
 _SECTIONS = (
     ("sanity", SanityResults),
@@ -344,6 +439,8 @@ _SECTIONS = (
     ("localisation", LocalisationResults),
     ("pathway", PathwayResults),
     ("roar", RoarResults),
+    ("sweep", SweepResults),
+    ("linearity", LinearityResults),
 )
 
 
@@ -360,6 +457,8 @@ class BenchmarkResults:
         map_seconds_per_image (dict): Seconds per image of every method's maps.
         sanity, pixel_perturbation, localisation, pathway, roar: The protocols that ran
                     (None for the others).
+        comparisons (dict): Per protocol (every section's score, ROAD, SRG, grid pointing,
+                    eMPRT, sMPRT), a :class:`ProtocolComparison`.
         figures (list of str): File names of the plots written beside the results.
         timings (dict): Seconds of each step and in total.
     """
@@ -374,6 +473,11 @@ class BenchmarkResults:
     localisation: Optional[LocalisationResults] = None
     pathway: Optional[PathwayResults] = None
     roar: Optional[RoarResults] = None
+    sweep: Optional["SweepResults"] = None
+    linearity: Optional["LinearityResults"] = None
+    #: ``{protocol: ProtocolComparison}``: per-method CIs, paired CIs against PrunedGradient,
+    #: tied shares and verdicts, in the order of the report.
+    comparisons: Dict[str, "ProtocolComparison"] = field(default_factory=dict)
     figures: List[str] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
 
@@ -386,6 +490,8 @@ class BenchmarkResults:
             versions=dict(d.get("versions", {})), model=dict(d.get("model", {})),
             map_seconds_per_image=dict(d.get("map_seconds_per_image", {})),
             figures=list(d.get("figures", [])), timings=dict(d.get("timings", {})),
+            comparisons={k: ProtocolComparison.from_dict(v)
+                         for k, v in (d.get("comparisons") or {}).items()},
             **sections,
         )
 
@@ -400,6 +506,278 @@ class BenchmarkResults:
             section = getattr(self, key)
             if section is not None:
                 out[key] = section.to_dict()
+        out["comparisons"] = {k: c.to_dict() for k, c in self.comparisons.items()}
         out["figures"] = list(self.figures)
         out["timings"] = dict(self.timings)
         return out
+
+
+# --------------------------------------------------------------------------- comparisons
+
+#: Outcomes of PrunedGradient against one method on one protocol (from the paired CI).
+VERDICTS = ("wins", "ties", "loses", "not a result")
+
+
+def pairwise_verdict(paired: Sequence[Interval], better: str) -> str:
+    r"""
+    PrunedGradient's outcome against one method from the paired CIs of ``method -
+    PrunedGradient`` (one per trained model): ``"wins"`` / ``"loses"`` only when every
+    model's CI excludes 0 on the same side, ``"ties"`` when any CI contains 0 (or the models
+    disagree), ``"not a result"`` when a CI is undefined.
+
+    Examples::
+
+        >>> from captum_prune.cli.results import Interval, pairwise_verdict
+        >>> pairwise_verdict([Interval(0.2, 0.1, 0.3)], better="lower")
+        'wins'
+        >>> pairwise_verdict([Interval(0.2, -0.1, 0.3)], better="lower")
+        'ties'
+    """
+    if better not in ("higher", "lower"):
+        raise ValueError(f"better must be 'higher' or 'lower', got {better!r}")
+    if not paired or not all(p.defined for p in paired):
+        return "not a result"
+    if not all(p.excludes_zero() for p in paired):
+        return "ties"
+    signs = {p.low > 0 for p in paired}  # True: the method scores above PrunedGradient
+    if len(signs) > 1:
+        return "ties"
+    method_higher = signs.pop()
+    return "loses" if method_higher == (better == "higher") else "wins"
+
+
+@dataclass(frozen=True)
+class MethodComparison:
+    r"""
+    One method on one protocol.
+
+    Attributes:
+        score (Interval): The score (mean over examples, 95% bootstrap CI) on the first
+                    trained model.
+        paired (list of Interval): Per trained model, the paired CI of ``score - score of
+                    PrunedGradient`` on the same examples (empty for the reference).
+        verdict (str or None): PrunedGradient's outcome against this method (:data:`VERDICTS`;
+                    None for the reference itself).
+        tied_share (float or None): Mean share of tied pixels of the method's maps (ordering
+                    protocols only).
+        curve (list of Interval): Per fraction (or stage), the mean with its CI (may be empty).
+        models (dict or None): With several trained models: ``combine_models`` of the score
+                    (``"score"``) and of the paired difference (``"paired"``).
+    """
+
+    score: Interval
+    paired: List[Interval] = field(default_factory=list)
+    verdict: Optional[str] = None
+    tied_share: Optional[float] = None
+    curve: List[Interval] = field(default_factory=list)
+    models: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MethodComparison":
+        return cls(Interval.from_dict(d["score"]), [Interval.from_dict(p) for p in d["paired"]],
+                   d.get("verdict"), d.get("tied_share"),
+                   [Interval.from_dict(c) for c in d.get("curve") or []], d.get("models"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"score": self.score.to_dict(), "paired": [p.to_dict() for p in self.paired],
+                "verdict": self.verdict, "tied_share": self.tied_share,
+                "curve": [c.to_dict() for c in self.curve], "models": self.models}
+
+
+@dataclass(frozen=True)
+class ProtocolComparison:
+    r"""
+    Every method on one protocol: per-method CIs, paired CIs against PrunedGradient, verdicts
+    and a one-paragraph summary (``summary``), computed once when made (:meth:`build`).
+
+    Attributes:
+        protocol (str): Key, e.g. ``"lerf"``, ``"road_morf"``, ``"grid_pointing"``.
+        title (str): Heading in the report.
+        score_name (str): What the per-example score is.
+        better (str): ``"higher"`` or ``"lower"``.
+        reference (str): The method the paired CIs are taken against.
+        methods (dict): ``{method: MethodComparison}``.
+        x (list): The fractions (or stage names) of the curves; empty without curves.
+        x_label (str): What ``x`` is.
+        curve_name (str): What the curves show.
+        n_models (int): Trained models the scores come from.
+        not_a_result (str or None): Why these numbers are not a result (None when they are).
+        chance (float or None): The score of guessing, where defined.
+        summary (str): The verdict paragraph.
+    """
+
+    protocol: str
+    title: str
+    score_name: str
+    better: str
+    reference: str
+    methods: Dict[str, MethodComparison]
+    x: List[Any] = field(default_factory=list)
+    x_label: str = ""
+    curve_name: str = ""
+    n_models: int = 1
+    not_a_result: Optional[str] = None
+    chance: Optional[float] = None
+    summary: str = ""
+
+    @classmethod
+    def build(cls, protocol: str, title: str, score_name: str, better: str, reference: str,
+              per_model: Sequence[Mapping[str, Mapping[str, Any]]],
+              x: Sequence[Any] = (), x_label: str = "", curve_name: str = "",
+              not_a_result: Optional[str] = None, chance: Optional[float] = None,
+              control: Optional[str] = "Random", seed: int = 0) -> "ProtocolComparison":
+        r"""
+        From per-example scores: ``per_model[k][method]`` holds ``"values"`` (``N``, NaN where
+        undefined), optionally ``"curve"`` (``N x len(x)``) and ``"tied_share"`` (float), for
+        trained model ``k`` (the examples may differ between models, never between methods of
+        one model).
+        """
+        from captum_prune.evaluation import bootstrap_ci, combine_models, paired_bootstrap_ci
+
+        names = list(per_model[0])
+        methods: Dict[str, MethodComparison] = {}
+        for name in names:
+            first = per_model[0][name]
+            score = Interval.of(bootstrap_ci(np.asarray(first["values"], dtype=float),
+                                             seed=seed))
+            curve = []
+            if first.get("curve") is not None:
+                curve = [Interval.of(c) for c in bootstrap_ci(
+                    np.asarray(first["curve"], dtype=float).reshape(len(first["values"]), -1),
+                    seed=seed)]
+            paired: List[Interval] = []
+            verdict = None
+            models = None
+            if reference in names and name != reference:
+                for scores in per_model:
+                    paired.append(Interval.of(paired_bootstrap_ci(
+                        np.asarray(scores[name]["values"], dtype=float),
+                        np.asarray(scores[reference]["values"], dtype=float), seed=seed)))
+                verdict = ("not a result" if not_a_result
+                           else pairwise_verdict(paired, better))
+            if len(per_model) > 1:
+                models = {"score": combine_models(
+                    [np.asarray(s[name]["values"], dtype=float) for s in per_model],
+                    seed=seed).to_dict()}
+                if reference in names and name != reference:
+                    models["paired"] = combine_models(
+                        [np.asarray(s[name]["values"], dtype=float)
+                         - np.asarray(s[reference]["values"], dtype=float)
+                         for s in per_model], seed=seed).to_dict()
+            tied = first.get("tied_share")
+            methods[name] = MethodComparison(score, paired, verdict, _num(tied), curve, models)
+        made = cls(protocol, title, score_name, better, reference, methods,
+                   [v if isinstance(v, str) else float(v) for v in x], x_label, curve_name,
+                   len(per_model), not_a_result, _num(chance))
+        return cls(**{**made.__dict__, "summary": made.describe(control)})
+
+    def separated(self, a: str, b: str) -> Optional[bool]:
+        r"""
+        Whether methods ``a`` and ``b`` differ beyond their CIs: for a pair with the reference,
+        its paired CI (on every model) excludes 0; for any other pair, their per-method 95% CIs
+        are disjoint (stricter than a paired CI, which ``results.json`` does not hold for such
+        pairs). None when either is missing or the protocol is not a result.
+        """
+        if a not in self.methods or b not in self.methods or self.not_a_result:
+            return None
+        if self.reference in (a, b):
+            other = b if a == self.reference else a
+            return self.methods[other].verdict in ("wins", "loses")
+        x, y = self.methods[a].score, self.methods[b].score
+        if not (x.defined and y.defined):
+            return None
+        return bool(x.high < y.low or y.high < x.low)
+
+    def all_separated(self, names: Sequence[str]) -> Optional[bool]:
+        r"""Whether every pair of ``names`` is :meth:`separated` (None if any is unknown)."""
+        pairs = [self.separated(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        if any(p is None for p in pairs):
+            return None
+        return all(pairs)
+
+    def by_verdict(self) -> Dict[str, List[str]]:
+        r"""``{verdict: [methods]}`` for the methods other than the reference."""
+        out: Dict[str, List[str]] = {v: [] for v in VERDICTS}
+        for name, m in self.methods.items():
+            if m.verdict is not None:
+                out[m.verdict].append(name)
+        return out
+
+    def describe(self, control: Optional[str] = "Random") -> str:
+        r"""The verdict paragraph: where PrunedGradient wins, ties and loses (by paired CI)."""
+        if self.reference not in self.methods:
+            return (f"{self.reference} was not run, so there is no comparison; the table gives "
+                    "each method's score with its 95% CI.")
+        models = (f" on every one of the {self.n_models} trained models"
+                  if self.n_models > 1 else "")
+        if self.not_a_result:
+            return f"Not a result: {self.not_a_result}. No method is called better or worse."
+        groups = self.by_verdict()
+        ref = self.methods[self.reference].score
+        parts = [f"{self.title} ({self.score_name}, {self.better} is better): "
+                 f"{self.reference} scores {_fmt(ref.mean)} [{_fmt(ref.low)}, {_fmt(ref.high)}]."]
+        if groups["wins"]:
+            parts.append(f"It wins against {_names(groups['wins'])}: the paired 95% CI of the "
+                         f"difference excludes 0{models}.")
+        if groups["ties"]:
+            parts.append(f"It ties with {_names(groups['ties'])}: the paired CI contains 0"
+                         + (" on at least one model, or the models disagree"
+                            if self.n_models > 1 else "")
+                         + ", so no winner is called.")
+        if groups["loses"]:
+            parts.append(f"It loses to {_names(groups['loses'])}{models}.")
+        if groups["not a result"]:
+            parts.append(f"Undefined for {_names(groups['not a result'])} (too few defined "
+                         "values): not a result.")
+        if control and control in self.methods and control != self.reference:
+            verdict = self.methods[control].verdict
+            if verdict == "wins":
+                parts.append("It beats the random control.")
+            else:
+                parts.append(f"It does NOT beat the random control ({verdict}), so on this "
+                             "protocol it has shown nothing.")
+            beaten = [n for n, m in self.methods.items()
+                      if n not in (control, self.reference) and _separated(
+                          self.methods[control], m, self.better)]
+            others = [n for n in self.methods if n not in (control, self.reference)]
+            if others:
+                parts.append(f"{len(beaten)} of the {len(others)} other methods separate from "
+                             "the random control beyond their 95% CIs.")
+        if self.chance is not None:
+            parts.append(f"Chance is {_fmt(self.chance)}.")
+        return " ".join(parts)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ProtocolComparison":
+        r"""Reads one back; the verdict paragraph is written again from the stored verdicts
+        and CIs (so a report rewritten from an older ``results.json`` uses today's wording)."""
+        made = cls(d["protocol"], d["title"], d["score_name"], d["better"], d["reference"],
+                   {n: MethodComparison.from_dict(m) for n, m in d["methods"].items()},
+                   list(d.get("x") or []), d.get("x_label", ""), d.get("curve_name", ""),
+                   d.get("n_models", 1), d.get("not_a_result"), d.get("chance"))
+        return cls(**{**made.__dict__, "summary": made.describe()})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"protocol": self.protocol, "title": self.title, "score_name": self.score_name,
+                "better": self.better, "reference": self.reference, "x": list(self.x),
+                "x_label": self.x_label, "curve_name": self.curve_name,
+                "n_models": self.n_models, "not_a_result": self.not_a_result,
+                "chance": self.chance, "summary": self.summary,
+                "methods": {n: m.to_dict() for n, m in self.methods.items()}}
+
+
+def _separated(a: MethodComparison, b: MethodComparison, better: str) -> bool:
+    r"""Whether ``b``'s score CI lies entirely on the better side of ``a``'s."""
+    if not (a.score.defined and b.score.defined):
+        return False
+    if better == "higher":
+        return b.score.low > a.score.high
+    return b.score.high < a.score.low
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names)

@@ -138,7 +138,7 @@ def sparsity_maps_figure(
     for j, sparsity in enumerate(result.sparsities):
         heading = _label(sparsity)
         if sparsity == "auto" and result.chosen is not None:
-            chosen = result.chosen[j][rows]
+            chosen = result.chosen[rows, j]  # (N, S): the rows shown, this entry
             heading += f"\n({100 * float(chosen.mean()):.0f}% mean)"
         axes[0, first + j].set_title(heading, fontsize=8)
     fig.subplots_adjust(wspace=0.04, hspace=0.04)
@@ -179,7 +179,7 @@ def sparsity_curves_figure(result: Any, title: Optional[str] = None) -> Any:
             ax.plot(x, mean, "-", marker="o", markersize=3, label="fixed sparsity")
             ax.fill_between(x, low, high, alpha=0.15, linewidth=0)
         for j in auto:
-            at = 100 * float(result.chosen[j].mean())
+            at = 100 * float(result.chosen[:, j].mean())
             ax.errorbar([at], [cis[j].mean], yerr=[[cis[j].mean - cis[j].low],
                                                    [cis[j].high - cis[j].mean]],
                         fmt="s", color="C3", markersize=5, capsize=3,

@@ -75,3 +75,16 @@ def test_linearity_figure_draws():
                              sparsities=[0.5], n_directions=2)
     fig = linearity_figure(result, title="t")
     assert len(fig.axes) == 2
+
+
+@pytest.mark.filterwarnings("ignore:PrunedGradient. the pruned network no longer depends")
+def test_sweep_figures_label_auto_by_the_shown_examples_with_fewer_examples_than_entries(
+        classifier, images):
+    # chosen is (N, S): the "auto" heading is the mean over the shown rows of its column
+    # (indexing it as (S, N) failed with fewer examples than entries, and misread it otherwise)
+    entries = list(PAPER_SPARSITIES) + ["auto"]
+    result = sparsity_sweep(classifier, images[:3], sparsities=entries, batch_size=4)
+    fig = sparsity_maps_figure(result, examples=[0, 2])
+    expected = 100 * float(result.chosen[[0, 2], -1].mean())
+    assert fig.axes[len(entries) - 1].get_title().endswith(f"({expected:.0f}% mean)")
+    sparsity_curves_figure(result)
