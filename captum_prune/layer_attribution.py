@@ -193,10 +193,11 @@ class LayerPrunedGradient(LayerGradientXActivation):
                         inputs instead of its output. Default: False
             grad_kwargs (dict, optional): Extra keyword arguments of the pruned pass's
                         ``torch.autograd.grad``. Default: None
-            sparsity, criterion, selection, threshold, n_steps, method, internal_batch_size,
-            output_change, probability:
-                        The method's options, as in
-                        :meth:`PrunedGradient.attribute <captum_prune.PrunedGradient.attribute>`.
+            sparsity, criterion, selection, threshold, n_steps, method: The method's options,
+                        as in :meth:`PrunedGradient.attribute
+                        <captum_prune.PrunedGradient.attribute>`, as are
+                        ``internal_batch_size``, ``output_change`` and ``probability``
+                        (``sparsity="auto"`` included).
 
         Returns:
             *Tensor*, *tuple[Tensor, ...]* or *list* of **attributions**:
@@ -364,10 +365,11 @@ class NeuronPrunedGradient(NeuronAttribution, GradientAttribution):
                         Default: None
             attribute_to_neuron_input (bool, optional): Select the neuron from the layer's
                         input instead of its output. Default: False
-            sparsity, criterion, selection, threshold, n_steps, method, internal_batch_size,
-            output_change, probability:
-                        The method's options, as in
-                        :meth:`PrunedGradient.attribute <captum_prune.PrunedGradient.attribute>`.
+            sparsity, criterion, selection, threshold, n_steps, method: The method's options,
+                        as in :meth:`PrunedGradient.attribute
+                        <captum_prune.PrunedGradient.attribute>`, as are
+                        ``internal_batch_size``, ``output_change`` and ``probability``
+                        (``sparsity="auto"`` included).
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions**: the gradient of the neuron

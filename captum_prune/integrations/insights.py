@@ -29,10 +29,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_prune._shared import check_int, is_number
 from captum_prune.criteria import CRITERIA
+from captum_prune.options import DEFAULT_OUTPUT_CHANGE
 from captum_prune.pruned_gradient import DEFAULT_SPARSITY, PrunedGradient
 
 __all__ = [
@@ -41,14 +43,18 @@ __all__ = [
     "serve",
     "insights_app",
     "METHOD_NAME",
+    "AUTO_METHOD_NAME",
     "DIGITS_METHODS",
 ]
 
 #: The name under which Insights lists :class:`~captum_prune.PrunedGradient`.
 METHOD_NAME = PrunedGradient.get_name()
 
+#: The name under which Insights lists PrunedGradient with ``sparsity="auto"``.
+AUTO_METHOD_NAME = "Pruned Gradient (auto sparsity)"
+
 #: The methods that ``captum-prune insights`` offers.
-DIGITS_METHODS = (METHOD_NAME, "Integrated Gradients", "Saliency")
+DIGITS_METHODS = (METHOD_NAME, AUTO_METHOD_NAME, "Integrated Gradients", "Saliency")
 
 _INSTALL_HINT = (
     "Captum Insights was retired in captum 0.9; it needs captum 0.8 in an environment of "
@@ -82,20 +88,51 @@ class _Fraction(float):
     r"""A sparsity already converted from percent, so converting it again is a no-op."""
 
 
-def _percent_to_fraction(value: Any) -> float:
+def _percent_to_fraction(value: Any, name: str = "sparsity", low: float = 0) -> float:
     # Insights applies post_process to the same argument dict once per example, so this
     # must be idempotent: a _Fraction passes through unchanged.
     if isinstance(value, _Fraction) or value == "auto":  # "auto": PrunedGradient chooses
         return value
+    error = f"{name}: expected a percent from {low:g} to 99, got {value!r}"
     if not (is_number(value) or isinstance(value, str)):
-        raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}")
+        raise ValueError(error)
     try:
         percent = float(value)
     except ValueError:
-        raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}") from None
-    if not 0 <= percent < 100:
-        raise ValueError(f"sparsity: expected a percent from 0 to 99, got {value!r}")
+        raise ValueError(error) from None
+    if not low <= percent < 100:
+        raise ValueError(error)
     return _Fraction(percent / 100.0)
+
+
+def _percent_change(value: Any) -> float:
+    if value == "auto":
+        raise ValueError("output_change: expected a percent from 1 to 99, got 'auto'")
+    return _percent_to_fraction(value, "output_change", low=1)
+
+
+class _AutoSparsityPrunedGradient(PrunedGradient):
+    r"""PrunedGradient with ``sparsity="auto"``, as a method of its own on the Insights page
+    (whose number fields cannot hold ``"auto"``): per example, the largest sparsity whose
+    pruned network keeps the target's probability within ``output_change`` of the original."""
+
+    @classmethod
+    def get_name(cls) -> str:
+        return AUTO_METHOD_NAME
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Any,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        output_change: float = DEFAULT_OUTPUT_CHANGE,
+        criterion: str = "taylor",
+    ) -> Any:
+        return PrunedGradient.attribute(
+            self, inputs, target=target, additional_forward_args=additional_forward_args,
+            sparsity="auto", output_change=float(output_change), criterion=criterion,
+        )
 
 
 def register() -> None:
@@ -103,7 +140,9 @@ def register() -> None:
     Adds :class:`~captum_prune.PrunedGradient` to Captum Insights' attribution methods,
     as "Pruned Gradient" with two arguments: ``sparsity``, an integer percent of neurons
     pruned (the page reads numbers as integers; it reaches ``attribute()`` as a fraction),
-    and ``criterion``, a choice of :data:`captum_prune.criteria.CRITERIA`.
+    and ``criterion``, a choice of :data:`captum_prune.criteria.CRITERIA`; and, as
+    :data:`AUTO_METHOD_NAME`, the same method with ``sparsity="auto"``, whose number is
+    ``output_change`` in percent (the page's number fields cannot hold ``"auto"``).
 
     Insights' method tables are changed in place, since its modules hold references to
     them. Calling this again changes nothing. Call it before the page loads.
@@ -128,6 +167,18 @@ def register() -> None:
         },
         help_info="sparsity: percent of neurons pruned from the input's pathway",
         post_process={"sparsity": _percent_to_fraction},
+    )
+    config.ATTRIBUTION_NAMES_TO_METHODS[AUTO_METHOD_NAME] = _AutoSparsityPrunedGradient
+    config.ATTRIBUTION_METHOD_CONFIG[AUTO_METHOD_NAME] = config.ConfigParameters(
+        params={
+            "output_change": config.NumberConfig(
+                value=round(DEFAULT_OUTPUT_CHANGE * 100), limit=(1, 99)
+            ),
+            "criterion": config.StrEnumConfig(value="taylor", limit=list(CRITERIA)),
+        },
+        help_info="output_change: percent by which the pruned network may change the "
+        "target's probability; the sparsity is chosen per image",
+        post_process={"output_change": _percent_change},
     )
 
 

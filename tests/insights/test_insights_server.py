@@ -265,3 +265,27 @@ def test_limit_methods_keeps_only_the_digits_methods():
 def test_cli_rejects_a_bad_port(argv, capsys):
     assert cli_main(["insights", *argv]) == 2
     assert "--port must be from 0 to 65535" in capsys.readouterr().err
+
+
+def test_auto_sparsity_entry_reaches_attribute_as_auto_and_meets_its_bound(colour_data, spy):
+    # The page's number fields cannot hold "auto", so it is a method of its own whose one
+    # number is the allowed output change in percent.
+    client = _client(_model(3), colour_data)
+    init = client.get("/init").get_json()
+    assert insights.AUTO_METHOD_NAME in init["methods"]
+    assert init["method_arguments"][insights.AUTO_METHOD_NAME]["output_change"] == {
+        "value": 15, "limit": [1, 99], "type": "number"}
+    response = _fetch(client, insights.AUTO_METHOD_NAME, {"output_change": 20,
+                                                         "criterion": "taylor"})
+    assert response.status_code == 200
+    assert len(spy) == NUM_EXAMPLES
+    for inputs, kwargs, result in spy:
+        assert kwargs["sparsity"] == "auto"
+        assert kwargs["output_change"] == pytest.approx(0.20)  # converted once, not per call
+        assert isinstance(result, tuple) and result[0].shape == inputs[0].shape
+
+
+@pytest.mark.parametrize("bad", [0, 100, "auto", None])
+def test_bad_output_change_from_the_page_is_rejected_clearly(bad):
+    with pytest.raises(ValueError, match="output_change: expected a percent from 1 to 99"):
+        insights._percent_change(bad)
