@@ -15,6 +15,7 @@ from captum_prune.evaluation._explain import (
     attribute,
     batches,
     check_batch_size,
+    check_explainer,
     check_fractions,
     check_images,
     check_map_matches,
@@ -37,19 +38,6 @@ class Curves:
     target: Tensor
     original_probability: Tensor
     tied_share: Tensor
-
-
-def check_explainer(attributions: Any, inputs: Tensor) -> bool:
-    r"""Validates precomputed maps or a method; returns whether the maps are precomputed."""
-    if isinstance(attributions, Tensor):
-        check_map_matches(attributions, inputs, "attributions")
-        return True
-    if not (hasattr(attributions, "attribute") or callable(attributions)):
-        raise TypeError(
-            "attributions must be a Tensor, an attribution method or a callable "
-            f"f(inputs, target), got {type(attributions).__name__}"
-        )
-    return False
 
 
 def check_modes(modes: Sequence[str]) -> List[str]:

@@ -135,6 +135,19 @@ def check_map_matches(attributions: Any, images: Tensor, name: str) -> Tensor:
     return attributions
 
 
+def check_explainer(attributions: Any, inputs: Tensor) -> bool:
+    r"""Validates precomputed maps or a method; returns whether the maps are precomputed."""
+    if isinstance(attributions, Tensor):
+        check_map_matches(attributions, inputs, "attributions")
+        return True
+    if not (hasattr(attributions, "attribute") or callable(attributions)):
+        raise TypeError(
+            "attributions must be a Tensor, an attribution method or a callable "
+            f"f(inputs, target), got {type(attributions).__name__}"
+        )
+    return False
+
+
 def check_fractions(fractions: Any, name: str = "fractions") -> List[float]:
     r"""Checks a non-empty, strictly increasing sequence of fractions in [0, 1]."""
     try:

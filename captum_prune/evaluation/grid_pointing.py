@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_prune.evaluation._curves import check_explainer
 from captum_prune.evaluation._explain import (
     attribute,
     batches,
     check_batch_size,
+    check_explainer,
     check_images,
     check_map_matches,
     jsonable,

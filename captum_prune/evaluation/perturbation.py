@@ -22,6 +22,7 @@ from captum_prune.evaluation._explain import (
     attribute,
     batches,
     check_batch_size,
+    check_explainer,
     check_fractions,
     check_images,
     check_map_matches,
@@ -349,14 +350,7 @@ def pixel_perturbation(
     batch_size = check_batch_size(batch_size)
     attributions = resolve_maps(attributions, len(inputs), map_indices, "attributions",
                                 "map_indices")
-    precomputed = isinstance(attributions, Tensor)
-    if precomputed:
-        check_map_matches(attributions, inputs, "attributions")
-    elif not (hasattr(attributions, "attribute") or callable(attributions)):
-        raise TypeError(
-            "attributions must be a Tensor, an attribution method or a callable "
-            f"f(inputs, target), got {type(attributions).__name__}"
-        )
+    precomputed = check_explainer(attributions, inputs)
     n = len(inputs)
     target = as_target(target, n, inputs.device)
     if target is None:
