@@ -134,9 +134,9 @@ minutes.
 
     parts.append(heading("Do the key methods separate?", "-"))
     parts.append(f"""
-Whether {', '.join(KEY_METHODS)} are all separated from each other on a protocol: a pair with
-PrunedGradient by its paired CI (on every model), any other pair by disjoint 95% CIs (stricter
-than a paired CI).
+Whether {', '.join(KEY_METHODS)} are all separated from each other on a protocol: every pair
+by the paired bootstrap CI of its per-example difference, which must exclude 0 on the same side
+on every trained model.
 """)
     rows = []
     for comparison in results.comparisons.values():

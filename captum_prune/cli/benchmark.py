@@ -29,7 +29,8 @@ Runs, over the methods of :mod:`captum_prune.cli.methods`:
 Every section also gives a :class:`~captum_prune.cli.results.ProtocolComparison`: per method a
 95% bootstrap CI over examples, the paired CI of its difference to PrunedGradient, the tied
 share of its ranking and PrunedGradient's verdict (wins / ties / loses, never a winner where the
-paired CI contains 0). The random-map control (``Random``) is one of the default methods.
+paired CI contains 0), and the paired CI of every other pair of methods (which pairs separate).
+The random-map control (``Random``) is one of the default methods.
 ``--model-seeds 0,1`` repeats the scored protocols on several trained embedded models and
 reports each model's CI and the spread between models; a verdict then needs every model's
 paired CI to agree.

@@ -387,6 +387,8 @@ def comparison_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
         has_ties = any(m.tied_share is not None for m in comparison.methods.values())
         if has_ties:
             headers.append("tied share")
+        if comparison.pairs:
+            headers.append("not separated from (paired CI contains 0)")
         rows = []
         for name, m in comparison.methods.items():
             row: List[Any] = [name, format_ci(m.score, 4)]
@@ -404,6 +406,10 @@ def comparison_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
             row.append("(reference)" if m.verdict is None else _VERDICT_TEXT[m.verdict])
             if has_ties:
                 row.append("n/a" if m.tied_share is None else f"{100 * m.tied_share:.1f}%")
+            if comparison.pairs:
+                close = [other for other in comparison.methods
+                         if other != name and comparison.separated(name, other) is False]
+                row.append(", ".join(close) or "--")
             rows.append(row)
         figure = f"{key}.png" if key in _CURVE_FILES else None
         tables.append({
@@ -415,7 +421,10 @@ def comparison_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
                     + (f" {comparison.n_models} trained models: a verdict needs every model's "
                        "paired CI to exclude 0 on the same side." if several else "")
                     + (" Tied share: the mean share of each map's pixels that tie with another "
-                       "(ordered by a seeded random draw)." if has_ties else ""),
+                       "(ordered by a seeded random draw)." if has_ties else "")
+                    + (" The last column lists, for every method, the methods it is not "
+                       "separated from: the paired CI of their difference contains 0 (on at "
+                       "least one model)." if comparison.pairs else ""),
             "headers": headers, "rows": rows,
             "figures": [_CURVE_FILES[key]] if figure else [],
             "protocol": key,

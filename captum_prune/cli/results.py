@@ -604,6 +604,9 @@ class ProtocolComparison:
         not_a_result (str or None): Why these numbers are not a result (None when they are).
         chance (float or None): The score of guessing, where defined.
         summary (str): The verdict paragraph.
+        pairs (dict): ``{"A - B": [Interval per trained model]}``: the paired CI of the
+                    per-example difference for every pair of methods (A before B in method
+                    order); empty in a ``results.json`` written before they were kept.
     """
 
     protocol: str
@@ -619,6 +622,7 @@ class ProtocolComparison:
     not_a_result: Optional[str] = None
     chance: Optional[float] = None
     summary: str = ""
+    pairs: Dict[str, List[Interval]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, protocol: str, title: str, score_name: str, better: str, reference: str,
@@ -666,20 +670,43 @@ class ProtocolComparison:
                          for s in per_model], seed=seed).to_dict()
             tied = first.get("tied_share")
             methods[name] = MethodComparison(score, paired, verdict, _num(tied), curve, models)
+        pairs = {
+            pair_key(a, b): [Interval.of(paired_bootstrap_ci(
+                np.asarray(scores[a]["values"], dtype=float),
+                np.asarray(scores[b]["values"], dtype=float), seed=seed))
+                for scores in per_model]
+            for i, a in enumerate(names) for b in names[i + 1:]
+        }
         made = cls(protocol, title, score_name, better, reference, methods,
                    [v if isinstance(v, str) else float(v) for v in x], x_label, curve_name,
-                   len(per_model), not_a_result, _num(chance))
+                   len(per_model), not_a_result, _num(chance), pairs=pairs)
         return cls(**{**made.__dict__, "summary": made.describe(control)})
+
+    def paired(self, a: str, b: str) -> List[Interval]:
+        r"""Per trained model, the paired CI of ``score(a) - score(b)`` (empty where this
+        ``results.json`` does not hold the pair)."""
+        if pair_key(a, b) in self.pairs:
+            return self.pairs[pair_key(a, b)]
+        if pair_key(b, a) in self.pairs:
+            return [Interval(_negated(p.mean), _negated(p.high), _negated(p.low), p.n,
+                             p.n_undefined) for p in self.pairs[pair_key(b, a)]]
+        return []
 
     def separated(self, a: str, b: str) -> Optional[bool]:
         r"""
-        Whether methods ``a`` and ``b`` differ beyond their CIs: for a pair with the reference,
-        its paired CI (on every model) excludes 0; for any other pair, their per-method 95% CIs
-        are disjoint (stricter than a paired CI, which ``results.json`` does not hold for such
-        pairs). None when either is missing or the protocol is not a result.
+        Whether methods ``a`` and ``b`` differ beyond their CIs: the paired CI of their
+        per-example difference excludes 0 on the same side on every trained model. (A
+        ``results.json`` written before every pair was kept falls back to: for a pair with the
+        reference its verdict, for any other pair disjoint per-method 95% CIs, which is
+        stricter.) None when either is missing or the protocol is not a result.
         """
         if a not in self.methods or b not in self.methods or self.not_a_result:
             return None
+        paired = self.paired(a, b)
+        if paired:
+            if not all(p.defined for p in paired):
+                return None
+            return pairwise_verdict(paired, self.better) != "ties"
         if self.reference in (a, b):
             other = b if a == self.reference else a
             return self.methods[other].verdict in ("wins", "loses")
@@ -687,6 +714,16 @@ class ProtocolComparison:
         if not (x.defined and y.defined):
             return None
         return bool(x.high < y.low or y.high < x.low)
+
+    def beats(self, a: str, b: str) -> bool:
+        r"""Whether ``a`` scores better than ``b`` beyond the paired CI on every trained model
+        (without stored pairs: ``a``'s 95% CI entirely on the better side of ``b``'s)."""
+        paired = self.paired(a, b)
+        if paired:
+            # pairwise_verdict reads ``a - b`` as "method - reference": "loses" means the
+            # reference (here b) loses, that is a is better.
+            return pairwise_verdict(paired, self.better) == "loses"
+        return _separated(self.methods[b], self.methods[a], self.better)
 
     def all_separated(self, names: Sequence[str]) -> Optional[bool]:
         r"""Whether every pair of ``names`` is :meth:`separated` (None if any is unknown)."""
@@ -736,13 +773,13 @@ class ProtocolComparison:
             else:
                 parts.append(f"It does NOT beat the random control ({verdict}), so on this "
                              "protocol it has shown nothing.")
-            beaten = [n for n, m in self.methods.items()
-                      if n not in (control, self.reference) and _separated(
-                          self.methods[control], m, self.better)]
+            beaten = [n for n in self.methods
+                      if n not in (control, self.reference) and self.beats(n, control)]
             others = [n for n in self.methods if n not in (control, self.reference)]
             if others:
-                parts.append(f"{len(beaten)} of the {len(others)} other methods separate from "
-                             "the random control beyond their 95% CIs.")
+                how = "their paired 95% CIs" if self.pairs else "their 95% CIs"
+                parts.append(f"{len(beaten)} of the {len(others)} other methods beat the "
+                             f"random control beyond {how}.")
         if self.chance is not None:
             parts.append(f"Chance is {_fmt(self.chance)}.")
         return " ".join(parts)
@@ -754,7 +791,9 @@ class ProtocolComparison:
         made = cls(d["protocol"], d["title"], d["score_name"], d["better"], d["reference"],
                    {n: MethodComparison.from_dict(m) for n, m in d["methods"].items()},
                    list(d.get("x") or []), d.get("x_label", ""), d.get("curve_name", ""),
-                   d.get("n_models", 1), d.get("not_a_result"), d.get("chance"))
+                   d.get("n_models", 1), d.get("not_a_result"), d.get("chance"),
+                   pairs={k: [Interval.from_dict(p) for p in v]
+                          for k, v in (d.get("pairs") or {}).items()})
         return cls(**{**made.__dict__, "summary": made.describe()})
 
     def to_dict(self) -> Dict[str, Any]:
@@ -763,7 +802,17 @@ class ProtocolComparison:
                 "x_label": self.x_label, "curve_name": self.curve_name,
                 "n_models": self.n_models, "not_a_result": self.not_a_result,
                 "chance": self.chance, "summary": self.summary,
-                "methods": {n: m.to_dict() for n, m in self.methods.items()}}
+                "methods": {n: m.to_dict() for n, m in self.methods.items()},
+                "pairs": {k: [p.to_dict() for p in v] for k, v in self.pairs.items()}}
+
+
+def pair_key(a: str, b: str) -> str:
+    r"""The key of the pair ``a - b`` in :attr:`ProtocolComparison.pairs`."""
+    return f"{a} - {b}"
+
+
+def _negated(value: Optional[float]) -> Optional[float]:
+    return None if value is None else -value
 
 
 def _separated(a: MethodComparison, b: MethodComparison, better: str) -> bool:

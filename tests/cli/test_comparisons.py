@@ -122,7 +122,10 @@ def test_comparisons_round_trip_through_results_json_and_render(tmp_path):
     assert rows["Better"][table["headers"].index("tied share")] == "25.0%"
     # score "mean [low, high]" and the paired differences, one column per model
     assert rows["Better"][1].count("[") == 1 and rows["Better"][2].startswith("+1")
-    assert sum("paired CI" in h for h in table["headers"]) == 2
+    assert sum("paired CI]" in h for h in table["headers"]) == 2
+    # every method's row names the methods it does not separate from
+    close = table["headers"].index("not separated from (paired CI contains 0)")
+    assert rows["Same"][close] == "PrunedGradient" and rows["Better"][close] == "--"
     figures = report.write_benchmark_figures(tmp_path, back, None, None, None)
     assert [f.name for f in figures] == ["scores.png"]
     back.figures = ["scores.png"]
@@ -228,16 +231,46 @@ def test_report_only_rewrites_the_report_from_results_json(new_sections_run):
     assert "maps.png" in doc["figures"] and "road_morf.png" in doc["figures"]
 
 
-def test_separation_uses_paired_cis_with_the_reference_and_disjoint_cis_otherwise():
+def test_separation_uses_the_paired_ci_of_every_pair():
     c = _comparison()
     assert c.separated("PrunedGradient", "Better") and c.separated("Random", "PrunedGradient")
     assert not c.separated("PrunedGradient", "Same")
-    # Better (mean +1) and Random (mean -1) have disjoint CIs; Same and PrunedGradient do not
     assert c.separated("Better", "Random")
     assert c.all_separated(["PrunedGradient", "Better", "Random"])
     assert not c.all_separated(["PrunedGradient", "Same", "Random"])
     assert c.separated("Better", "Missing") is None
     assert _comparison(not_a_result="at chance").separated("Better", "Random") is None
+    # A pair whose per-method CIs overlap but whose per-example difference is consistent: the
+    # paired CI separates it, disjoint CIs would not.
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=60)
+    close = ProtocolComparison.build(
+        "toy", "Toy", "toy score", "higher", "PrunedGradient",
+        [{"PrunedGradient": {"values": base + 5}, "A": {"values": base + 0.1},
+          "B": {"values": base}}])
+    a, b = close.methods["A"].score, close.methods["B"].score
+    assert a.low < b.high  # overlapping CIs
+    assert close.separated("A", "B") and close.separated("B", "A")
+    assert close.beats("A", "B") and not close.beats("B", "A")
+    (ab,) = close.paired("A", "B")
+    (ba,) = close.paired("B", "A")
+    assert ab.mean == pytest.approx(0.1) and (ba.mean, ba.low, ba.high) == (
+        -ab.mean, -ab.high, -ab.low)
+    # Two models: separated only when both models' paired CIs exclude 0 on the same side.
+    both = ProtocolComparison.build(
+        "toy", "Toy", "toy score", "higher", "PrunedGradient",
+        [{"PrunedGradient": {"values": base}, "A": {"values": base + 0.1}},
+         {"PrunedGradient": {"values": base}, "A": {"values": base - 0.1}}])
+    assert both.separated("A", "PrunedGradient") is False
+    # The pairs survive the JSON round trip; without them (an older results.json) the
+    # reference's verdict and disjoint CIs decide, as before.
+    again = ProtocolComparison.from_dict(json.loads(json.dumps(close.to_dict())))
+    assert again.pairs == close.pairs and again.separated("A", "B")
+    old = json.loads(json.dumps(close.to_dict()))
+    del old["pairs"]
+    older = ProtocolComparison.from_dict(old)
+    assert older.pairs == {} and older.separated("A", "B") is False
+    assert older.separated("A", "PrunedGradient")
 
 
 def test_sweep_and_linearity_sections_and_auto_as_a_method(tmp_path, monkeypatch):
