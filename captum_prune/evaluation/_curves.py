@@ -38,6 +38,8 @@ class Curves:
     target: Tensor
     original_probability: Tensor
     tied_share: Tensor
+    #: The dtype of the model output (the float64 probabilities hold its values exactly).
+    dtype: torch.dtype = torch.float64
 
 
 def check_modes(modes: Sequence[str]) -> List[str]:
@@ -89,7 +91,7 @@ def removal_curves(
 
     prob = {m: [] for m in modes}
     correct = {m: [] for m in modes}
-    p_orig, ties = [], []
+    p_orig, ties, dtypes = [], [], []
     steps = progress_bar(batches(n, batch_size), progress, desc, total=math.ceil(n / batch_size))
     for rows in steps:
         x, t = inputs[rows], target[rows]
@@ -98,6 +100,7 @@ def removal_curves(
             check_target(t, logits)
             first = torch.softmax(logits, dim=1) if apply_softmax else logits
             p_orig.append(first.gather(1, t.view(-1, 1)).squeeze(1).detach().cpu())
+            dtypes.append(first.dtype)
         if precomputed:
             maps = attributions[rows].to(x.device)
         else:
@@ -122,5 +125,6 @@ def removal_curves(
         target=target.detach().cpu(),
         original_probability=torch.cat(p_orig).double(),
         tied_share=torch.cat(ties),
+        dtype=dtypes[0] if dtypes else torch.float64,
     )
 

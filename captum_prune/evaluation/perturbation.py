@@ -9,28 +9,23 @@ the old row-major rule to reproduce older numbers.
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from captum_prune._shared import is_number, predict
+from captum_prune._shared import is_number
 from captum_prune.evaluation._explain import (
     TargetType,
-    as_target,
-    attribute,
     batches,
     check_batch_size,
-    check_explainer,
     check_fractions,
     check_images,
     check_map_matches,
-    check_target,
     curve_auc,
     jsonable,
     mean_std,
-    progress_bar,
     summary,
     trapezoid_auc,
 )
@@ -98,6 +93,19 @@ def removal_rank(attributions: Tensor, largest: bool = True, tie_break: str = "r
 def n_removed(fraction: float, n_pixels: int) -> int:
     r"""Number of pixels removed for ``fraction``: ``fraction * n_pixels`` rounded half up."""
     return int(math.floor(fraction * n_pixels + 0.5))
+
+
+def baseline_remover(baseline: BaselineType, inputs: Any) -> Callable[..., Tensor]:
+    r"""The removal of :func:`pixel_perturbation` and baseline SRG for the curves' loop
+    (:func:`captum_prune.evaluation._curves.removal_curves`): removed pixels are set to the
+    baseline (see :func:`resolve_baseline`) in every channel."""
+    base = resolve_baseline(baseline, inputs) if isinstance(inputs, Tensor) else None
+
+    def remove(x: Tensor, removed: Tensor, first: int, mode: str, j: int) -> Tensor:
+        b = _slice_baseline(base, slice(first, first + len(x)))
+        return torch.where(removed.unsqueeze(1), b.to(x.dtype), x)
+
+    return remove
 
 
 def _apply_mask(images: Tensor, rank: Tensor, k: int, baseline: Tensor) -> Tensor:
@@ -343,56 +351,32 @@ def pixel_perturbation(
         >>> len(summary["mean"]), len(summary["std"])
         (3, 3)
     """
-    inputs = check_images(inputs, "inputs")
-    fractions = check_fractions(fractions)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    batch_size = check_batch_size(batch_size)
+    inputs = check_images(inputs, "inputs")
     attributions = resolve_maps(attributions, len(inputs), map_indices, "attributions",
                                 "map_indices")
-    precomputed = check_explainer(attributions, inputs)
-    n = len(inputs)
-    target = as_target(target, n, inputs.device)
-    if target is None:
-        target = predict(model, inputs, batch_size)
-    base = resolve_baseline(baseline, inputs)
-    counts = [n_removed(f, inputs.shape[-2] * inputs.shape[-1]) for f in fractions]
+    # Imported here: _curves builds on this module's helpers.
+    from captum_prune.evaluation._curves import removal_curves
 
-    def probability(x: Tensor, t: Tensor) -> Tensor:
-        out = model(x)
-        check_target(t, out)
-        if apply_softmax:
-            out = torch.softmax(out, dim=1)
-        return out.gather(1, t.view(-1, 1)).squeeze(1)
-
-    changes, p_orig, ties = [], [], []
-    steps = progress_bar(batches(n, batch_size), progress, "pixel perturbation",
-                         total=math.ceil(n / batch_size))
-    for rows in steps:
-        x, t = inputs[rows], target[rows]
-        with torch.no_grad():
-            p0 = probability(x, t)  # first: a bad target is named before any attribution
-        if precomputed:
-            maps = attributions[rows]
-        else:
-            maps = attribute(attributions, x, t, **(attribute_kwargs or {}))
-            check_map_matches(maps, x, "attributions")
-        ranking = rank_pixels(maps.to(x.device), mode == "morf", tie_break, seed,
-                              index_offset=rows.start)
-        rank = ranking.rank
-        ties.append(ranking.tied_share)
-        b = _slice_baseline(base, rows)
-        with torch.no_grad():
-            denom = p0.clamp_min(torch.finfo(p0.dtype).tiny)
-            row = [(p0 - probability(_apply_mask(x, rank, k, b), t)).abs() / denom for k in counts]
-        changes.append(torch.stack(row, dim=1).detach().cpu().double())
-        p_orig.append(p0.detach().cpu())
+    curves = removal_curves(
+        model, inputs, attributions, target, fractions, (mode,),
+        baseline_remover(baseline, inputs), tie_break=tie_break, seed=seed,
+        batch_size=batch_size, attribute_kwargs=attribute_kwargs, apply_softmax=apply_softmax,
+        progress=progress, desc="pixel perturbation",
+    )
+    # In the model's output dtype (the float64 curves hold its values exactly), as the
+    # change has always been computed.
+    p0 = curves.original_probability.to(curves.dtype)
+    p = curves.probability[mode].to(curves.dtype)
+    denom = p0.clamp_min(torch.finfo(p0.dtype).tiny).unsqueeze(1)
+    changes = ((p0.unsqueeze(1) - p).abs() / denom).double()
     return PerturbationResult(
         mode=mode,
-        fractions=fractions,
-        changes=torch.cat(changes),
-        target=target.detach().cpu(),
-        original_probability=torch.cat(p_orig),
+        fractions=[float(f) for f in fractions],
+        changes=changes,
+        target=curves.target,
+        original_probability=p0,
         tie_break=tie_break,
-        tied_share=torch.cat(ties),
+        tied_share=curves.tied_share,
     )

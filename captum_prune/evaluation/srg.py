@@ -16,7 +16,7 @@ from torch import Tensor
 
 from captum_prune.evaluation._curves import removal_curves
 from captum_prune.evaluation._explain import TargetType, curve_auc, jsonable, summary
-from captum_prune.evaluation.perturbation import BaselineType, resolve_baseline
+from captum_prune.evaluation.perturbation import BaselineType, baseline_remover
 from captum_prune.evaluation.ranking import SeedType
 from captum_prune.evaluation.road import imputing_remover
 from captum_prune.evaluation.statistics import DEFAULT_N_BOOT, bootstrap_ci
@@ -174,11 +174,7 @@ def symmetric_relevance_gain(
     if removal not in REMOVALS:
         raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
     if removal == "baseline":
-        base = resolve_baseline(baseline, inputs) if isinstance(inputs, Tensor) else None
-
-        def remove(x: Tensor, removed: Tensor, first: int, mode: str, j: int) -> Tensor:
-            b = base[first:first + len(x)] if base.shape[0] > 1 else base
-            return torch.where(removed.unsqueeze(1), b.to(x.dtype), x)
+        remove = baseline_remover(baseline, inputs)
     else:
         remove = imputing_remover(noise, seed)
 

@@ -167,3 +167,45 @@ def test_bad_arguments_raise(setup, kwargs, name):
 def test_remove_top_pixels_bad_fraction():
     with pytest.raises(ValueError, match="fraction"):
         remove_top_pixels(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4), 1.5)
+
+
+def _reference_changes(model, inputs, maps, fractions, mode, baseline, seed):
+    """The protocol written out plainly: one ranking of every map, one removal per fraction."""
+    from captum_prune.evaluation.perturbation import n_removed, resolve_baseline
+    from captum_prune.evaluation.ranking import rank_pixels
+
+    base = resolve_baseline(baseline, inputs)
+    ranking = rank_pixels(maps, mode == "morf", "random", seed)
+    with torch.no_grad():
+        probs = torch.softmax(model(inputs), 1)
+        target = probs.argmax(1, keepdim=True)
+        p0 = probs.gather(1, target).squeeze(1)
+        rows = []
+        for f in fractions:
+            removed = ranking.removed(n_removed(f, SIZE * SIZE)).unsqueeze(1)
+            p = torch.softmax(model(torch.where(removed, base, inputs)), 1)
+            rows.append((p0 - p.gather(1, target).squeeze(1)).abs()
+                        / p0.clamp_min(torch.finfo(p0.dtype).tiny))
+    return torch.stack(rows, 1).double(), ranking.tied_share
+
+
+@pytest.mark.parametrize("mode", ["lerf", "morf"])
+@pytest.mark.parametrize("baseline", [None, 0.0, "channels", "image"])
+def test_changes_equal_the_protocol_written_out(mode, baseline):
+    g = torch.Generator().manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * SIZE * SIZE, 5)).eval()
+    inputs = torch.rand(10, 3, SIZE, SIZE, generator=g)
+    maps = torch.randn(10, 3, SIZE, SIZE, generator=g).round()  # many ties
+    baseline = {"channels": torch.tensor([0.1, 0.2, 0.3]),
+                "image": torch.rand(10, 3, SIZE, SIZE, generator=g)}.get(baseline, baseline)
+    fractions = (0.05, 0.1, 0.3)
+    expected, tied = _reference_changes(model, inputs, maps, fractions, mode, baseline, seed=3)
+    whole = pixel_perturbation(model, inputs, maps, None, fractions, mode, baseline,
+                               batch_size=10, seed=3)
+    assert torch.equal(whole.changes, expected) and torch.equal(whole.tied_share, tied)
+    # In batches of 4 only the forward's float32 rounding may differ.
+    batched = pixel_perturbation(model, inputs, maps, None, fractions, mode, baseline,
+                                 batch_size=4, seed=3)
+    assert torch.allclose(batched.changes, expected, atol=1e-6)
+    assert torch.equal(batched.tied_share, tied)
