@@ -66,6 +66,22 @@ def and_(mask: Tensor, other: Tensor) -> None:
         mask &= other
 
 
+def nonzero_rows(tensors: Sequence[Tensor]) -> Tensor:
+    r"""``(N,)`` bool: whether example ``i`` (row ``i`` of the first dimension) has an entry
+    other than 0 in any of ``tensors`` (NaN counts as one; ``-0.0`` does not)."""
+    n = tensors[0].shape[0]
+    if on_numpy(*tensors):
+        found = numpy.zeros(n, dtype=bool)
+        for t in tensors:
+            counts = numpy.count_nonzero(t.detach().numpy().reshape(n, -1), axis=1)
+            numpy.logical_or(found, counts > 0, out=found)
+        return torch.from_numpy(found)
+    found = torch.zeros(n, dtype=torch.bool, device=tensors[0].device)
+    for t in tensors:
+        found |= t.reshape(n, -1).ne(0).any(dim=1)
+    return found
+
+
 def clear_rows(mask: Tensor, rows: Tensor) -> None:
     r"""Sets every entry of the rows where the bool ``(N,)`` ``rows`` is True to False."""
     if on_numpy(mask, rows):

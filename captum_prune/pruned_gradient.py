@@ -6,7 +6,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_prune import _auto, _engine, _safety
+from captum_prune import _auto, _cpu, _engine, _safety
 from captum_prune._captum import (
     TargetType,
     TensorOrTupleOfTensorsGeneric,
@@ -385,9 +385,7 @@ class PrunedGradient(GradientAttribution):
 
 
 def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:
-    nonzero = gradients[0].reshape(gradients[0].shape[0], -1).ne(0).any(dim=1)
-    for g in gradients[1:]:
-        nonzero |= g.reshape(g.shape[0], -1).ne(0).any(dim=1)
+    nonzero = _cpu.nonzero_rows(gradients)
     if bool(nonzero.all()):
         return
     empty = (~nonzero).nonzero().flatten().tolist()

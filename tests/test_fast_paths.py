@@ -210,3 +210,17 @@ def test_scoring_backward_stops_at_the_lowest_layers_of_every_branch():
     g1, g2 = torch.autograd.grad(y[range(3), target].sum(), (a1, a2))
     torch.testing.assert_close(path.scores[0], (a1 * g1).abs())
     torch.testing.assert_close(path.scores[1], (a2 * g2).abs())
+
+
+def test_nonzero_rows_equals_the_torch_rule(monkeypatch):
+    a = torch.zeros(5, 3, 4)
+    b = torch.zeros(5, 7)
+    a[0, 1, 2] = 1.0
+    a[1] = -0.0  # not a nonzero entry
+    b[2, 3] = float("nan")  # counts as one
+    a[3, 0, 0] = 1e-45  # a denormal is not 0
+    tensors = [a, b.t().contiguous().t()]  # the second not contiguous
+    expected = torch.tensor([True, False, True, True, False])
+    assert torch.equal(_cpu.nonzero_rows(tensors), expected)
+    _torch_only(monkeypatch)
+    assert torch.equal(_cpu.nonzero_rows(tensors), expected)
