@@ -7,7 +7,7 @@ On the CPU, several of torch's kernels that the method leans on are far slower t
 take tensors, use numpy where it is faster and torch everywhere else (CUDA, half precision).
 """
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Sequence, TypeVar
+from typing import Any, Callable, List, Sequence, TypeVar
 
 import numpy
 import torch
@@ -139,6 +139,27 @@ def nonzero_flat(mask: Tensor) -> Tensor:
     if on_numpy(mask):
         return torch.from_numpy(numpy.flatnonzero(mask.numpy()))
     return mask.reshape(-1).nonzero().squeeze(1)
+
+
+#: A uint64 of eight True bools: a word of a bool array with no False entry.
+_ALL_TRUE = numpy.frombuffer(b"\x01" * 8, dtype=numpy.uint64)[0]
+
+
+def false_positions(mask: Any) -> Any:
+    r"""Flat (row-major, ascending) indices of the False entries of a numpy bool array.
+
+    Fast where they are few: the array is read as 8-byte words first, and only the words
+    that are not all True are unpacked (measured 23 ms for ``flatnonzero`` of the 77M-entry
+    bracket masks of ResNet-50 at batch 8, with a few % False)."""
+    flat = numpy.ascontiguousarray(mask).reshape(-1)
+    whole = flat.size - flat.size % 8
+    words = flat[:whole].view(numpy.uint64)
+    partial = numpy.flatnonzero(words != _ALL_TRUE)
+    inside = numpy.flatnonzero(~flat[:whole].reshape(-1, 8)[partial])
+    found = partial[inside >> 3] * 8 + (inside & 7)
+    if whole == flat.size:
+        return found
+    return numpy.concatenate([found, numpy.flatnonzero(~flat[whole:]) + whole])
 
 
 #: Mean elements per chunk from which a thread pool pays (measured: it halves the time of

@@ -358,9 +358,9 @@ def _bracketed_keep(
             keep = numpy.greater(values, high)
         else:
             keep = numpy.zeros(values.shape, dtype=bool)
-        between = numpy.logical_or(lower, keep, out=lower)
-        numpy.logical_not(between, out=between)
-        flat = numpy.flatnonzero(between)
+        # In between: neither below nor kept (NaN among them), a few % of the row.
+        outside = numpy.logical_or(lower, keep, out=lower)
+        flat = _cpu.false_positions(outside)
         return below, keep, flat, values.take(flat)
 
     classified = _cpu.map_chunks(classify, rows)

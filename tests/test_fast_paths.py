@@ -224,3 +224,15 @@ def test_nonzero_rows_equals_the_torch_rule(monkeypatch):
     assert torch.equal(_cpu.nonzero_rows(tensors), expected)
     _torch_only(monkeypatch)
     assert torch.equal(_cpu.nonzero_rows(tensors), expected)
+
+
+@pytest.mark.parametrize("size", [0, 5, 8, 64, 1003])
+@pytest.mark.parametrize("false_share", [0.0, 0.02, 0.5, 1.0])
+def test_false_positions_equal_flatnonzero(size, false_share):
+    import numpy
+
+    rng = numpy.random.default_rng(size)
+    mask = rng.random((size,)) >= false_share
+    for shaped in (mask, mask.reshape(1, -1), mask[::-1]):  # 2-D, and not contiguous
+        expected = numpy.flatnonzero(~shaped.reshape(-1))
+        assert numpy.array_equal(_cpu.false_positions(shaped), expected)
