@@ -333,6 +333,12 @@ def format_ci(interval: Any, digits: int = 3) -> str:
     return f"{text} [{format_number(interval.low, digits)}, {format_number(interval.high, digits)}]"
 
 
+def _span(fractions: Optional[Sequence[float]], default_end: float) -> str:
+    r"""``"0-20%"``: the range an AUC is taken over, from the fractions the run used."""
+    end = max(fractions) if fractions else default_end
+    return f"0-{100 * end:g}%"
+
+
 def _signed_ci(interval: Any, digits: int = 3) -> str:
     if interval is None or interval.mean is None:
         return "n/a"
@@ -504,8 +510,10 @@ def benchmark_tables(results: BenchmarkResults) -> List[Dict[str, Any]]:
     pass_below = sanity.pass_below if sanity else SANITY_PASS_BELOW
     tables.append({"title": "Summary", "headers": headers, "rows": summary_rows,
                    "figures": ["maps.png"],
-                   "text": "AUCs are trapezoids in fraction units (LeRF/MoRF over 0-10% of the "
-                           "pixels, ROAR over 0-90%). A method passes the sanity check when, with "
+                   "text": "AUCs are trapezoids in fraction units (LeRF/MoRF over "
+                           f"{_span(results.config.get('lerf_fractions'), 0.1)} of the pixels, "
+                           f"ROAR over {_span(results.config.get('roar_fractions'), 0.9)}). "
+                           "A method passes the sanity check when, with "
                            "every block randomised, the mean Spearman correlation of its |map| "
                            f"with the trained model's map is below {pass_below}; the mean over "
                            "all randomisation stages shows how early the maps react (lower is "

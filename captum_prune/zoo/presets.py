@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from captum_prune.evaluation.roar import FINE_ROAR_FRACTIONS
 from captum_prune.zoo.data import DigitsSceneData, make_digits_scene
 from captum_prune.zoo.datasets import LoadedDataset, load_dataset
 from captum_prune.zoo.models import DigitsResNet, build_digits_model, model_factory
@@ -232,7 +233,7 @@ class ScenePreset:
     lerf_fractions: Tuple[float, ...] = (tuple(round(0.01 * k, 2) for k in range(1, 11))
                                          + (0.15, 0.2, 0.25, 0.3))
     road_fractions: Tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))
-    roar_fractions: Tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
+    roar_fractions: Tuple[float, ...] = FINE_ROAR_FRACTIONS
     n_eval: int = 200
 
     def data(self, split: str) -> DigitsSceneData:
