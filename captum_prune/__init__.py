@@ -11,6 +11,8 @@ The public API at a glance:
 - :func:`find_activation_layers`, :data:`ACTIVATION_TYPES` and
   :func:`register_activation_type` - the default neuron layers.
 - :func:`attribute_dataset` and :class:`MapStore` - the maps of a whole dataset, on disk.
+- :class:`EmptyAttributionWarning` - warned when the pruned network no longer depends on an
+  example's input.
 
 The names are imported on first use (:pep:`562`), so ``import captum_prune`` alone, and with
 it ``captum-prune --help`` and ``--version``, does not import torch.
@@ -33,6 +35,7 @@ _EXPORTS = {
     "register_activation_type": "captum_prune.layers",
     "attribute_dataset": "captum_prune.maps",
     "MapStore": "captum_prune.maps",
+    "EmptyAttributionWarning": "captum_prune._safety",
 }
 
 # Spelled out (not built from _EXPORTS) so that linters and IDEs can read it.
@@ -48,10 +51,12 @@ __all__ = [
     "register_activation_type",
     "attribute_dataset",
     "MapStore",
+    "EmptyAttributionWarning",
     "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from captum_prune._safety import EmptyAttributionWarning
     from captum_prune.layer_attribution import LayerPrunedGradient, NeuronPrunedGradient
     from captum_prune.layers import (
         ACTIVATION_TYPES,

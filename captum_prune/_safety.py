@@ -128,6 +128,17 @@ def _outside_stacklevel() -> int:
     return level
 
 
+class EmptyAttributionWarning(UserWarning):
+    r"""Warned by :meth:`PrunedGradient.attribute <captum_prune.PrunedGradient.attribute>`
+    when, for some examples, the pruned network no longer depends on the input, so their
+    attribution is all zeros (lower the sparsity).
+
+    The randomisation checks of :mod:`captum_prune.evaluation` expect such maps from
+    randomised models and count them, so they do not repeat the warning; filter it elsewhere
+    with ``warnings.filterwarnings("ignore", category=EmptyAttributionWarning)``.
+    """
+
+
 def warn(message: str, category: type = UserWarning) -> None:
     r"""``warnings.warn`` attributed to the caller's line, wherever inside the package it is
     raised."""

@@ -393,5 +393,6 @@ def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:
         _safety.warn(
             f"PrunedGradient: the pruned network no longer depends on the input for "
             f"example(s) {empty[:10]}{'...' if len(empty) > 10 else ''}, so their attribution "
-            "is all zeros; lower the sparsity."
+            "is all zeros; lower the sparsity.",
+            _safety.EmptyAttributionWarning,
         )

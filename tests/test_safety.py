@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from captum_prune import PrunedGradient
+from captum_prune import EmptyAttributionWarning, PrunedGradient
 from tests.conftest import BiasFreeNet
 
 
@@ -270,7 +270,7 @@ def test_bad_inputs_and_layers_are_named(bias_free_net, images16):
 def test_all_zero_map_warns(bias_free_net, images16):
     # Pruning every neuron of the last hidden layer cuts the input off from the output.
     pg = PrunedGradient(bias_free_net, layers=[bias_free_net.act])
-    with pytest.warns(UserWarning, match="no longer depends on the input"):
+    with pytest.warns(EmptyAttributionWarning, match="no longer depends on the input"):
         got = pg.attribute(
             images16, target=0, sparsity=0.99, threshold="exact", selection="per_layer"
         )

@@ -5,6 +5,7 @@ summary statistics and the trapezoid AUC live here so that every protocol uses t
 definitions.
 """
 
+import functools
 import math
 import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
@@ -90,6 +91,21 @@ def attribute(explain: Explainer, inputs: Tensor, target: Tensor, **kwargs: Any)
             f"the attribution method returned {out.shape[0]} maps for {inputs.shape[0]} inputs"
         )
     return out.detach()
+
+
+def expects_empty_maps(check: Callable[..., Any]) -> Callable[..., Any]:
+    r"""For a randomisation check: maps of a randomised model may be all zeros (its pruned
+    network may not depend on the input), which the check counts, so PrunedGradient's
+    :class:`~captum_prune.EmptyAttributionWarning` is not repeated for each of them."""
+    from captum_prune._safety import EmptyAttributionWarning
+
+    @functools.wraps(check)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptyAttributionWarning)
+            return check(*args, **kwargs)
+
+    return quiet
 
 
 def bind(explain: Callable[..., Explainer], model: torch.nn.Module) -> Explainer:

@@ -41,6 +41,7 @@ from captum_prune.evaluation._explain import (
     attribute,
     bind,
     check_batch_size,
+    expects_empty_maps,
     jsonable,
     progress_bar,
     summary,
@@ -147,6 +148,7 @@ class EfficientMprtResult:
         return out
 
 
+@expects_empty_maps
 def efficient_mprt(
     model: torch.nn.Module,
     explain: Callable[[torch.nn.Module], Any],
@@ -309,6 +311,7 @@ class SmoothMprtResult:
         return out
 
 
+@expects_empty_maps
 def smooth_mprt(
     model: torch.nn.Module,
     explain: Callable[[torch.nn.Module], Any],

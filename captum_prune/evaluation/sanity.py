@@ -25,6 +25,7 @@ from captum_prune.evaluation._explain import (
     batches,
     bind,
     check_batch_size,
+    expects_empty_maps,
     jsonable,
     progress_bar,
     reduce_channels,
@@ -173,6 +174,7 @@ def _similarities(ref: np.ndarray, maps: np.ndarray, win_size: int) -> np.ndarra
     return np.asarray(rows, dtype=np.float64).T
 
 
+@expects_empty_maps
 def cascading_randomization(
     model: torch.nn.Module,
     explain: Callable[[torch.nn.Module], Any],

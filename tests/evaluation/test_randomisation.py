@@ -106,3 +106,29 @@ def test_bad_arguments(setup):
         efficient_mprt(model, Saliency, inputs, n_bins=0)
     with pytest.raises(TypeError, match="factory"):
         efficient_mprt(model, Saliency(model), inputs)
+
+
+@pytest.mark.parametrize("check", ["cascading_randomization", "efficient_mprt", "smooth_mprt"])
+def test_randomisation_checks_count_empty_maps_without_repeating_the_warning(setup, check):
+    import warnings
+
+    import captum_prune.evaluation as evaluation
+    from captum_prune import EmptyAttributionWarning
+
+    model, inputs = setup
+
+    def explain(model):
+        def maps(x, t):
+            warnings.warn("no longer depends ...", EmptyAttributionWarning, stacklevel=2)
+            warnings.warn("another warning", UserWarning, stacklevel=2)
+            return Saliency(model).attribute(x, target=t)
+        return maps
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        getattr(evaluation, check)(model, explain, inputs, seed=0)
+    categories = {w.category for w in seen}
+    assert UserWarning in categories  # other warnings still reach the caller
+    assert EmptyAttributionWarning not in categories
+    with pytest.warns(EmptyAttributionWarning):  # and outside a check, the warning is back
+        explain(model)(inputs, torch.zeros(6, dtype=torch.long))
