@@ -606,7 +606,8 @@ class ProtocolComparison:
         summary (str): The verdict paragraph.
         pairs (dict): ``{"A - B": [Interval per trained model]}``: the paired CI of the
                     per-example difference for every pair of methods (A before B in method
-                    order); empty in a ``results.json`` written before they were kept.
+                    order; a pair with the reference as ``method - reference``, the CI of its
+                    verdict); empty in a ``results.json`` written before they were kept.
     """
 
     protocol: str
@@ -670,13 +671,16 @@ class ProtocolComparison:
                          for s in per_model], seed=seed).to_dict()
             tied = first.get("tied_share")
             methods[name] = MethodComparison(score, paired, verdict, _num(tied), curve, models)
-        pairs = {
-            pair_key(a, b): [Interval.of(paired_bootstrap_ci(
-                np.asarray(scores[a]["values"], dtype=float),
-                np.asarray(scores[b]["values"], dtype=float), seed=seed))
-                for scores in per_model]
-            for i, a in enumerate(names) for b in names[i + 1:]
-        }
+        # A pair with the reference is its verdict's paired CI (``method - reference``), so
+        # that the pair's separation and the verdict are the same computation.
+        pairs = {pair_key(name, reference): m.paired for name, m in methods.items() if m.paired}
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if reference not in (a, b):
+                    pairs[pair_key(a, b)] = [Interval.of(paired_bootstrap_ci(
+                        np.asarray(scores[a]["values"], dtype=float),
+                        np.asarray(scores[b]["values"], dtype=float), seed=seed))
+                        for scores in per_model]
         made = cls(protocol, title, score_name, better, reference, methods,
                    [v if isinstance(v, str) else float(v) for v in x], x_label, curve_name,
                    len(per_model), not_a_result, _num(chance), pairs=pairs)

@@ -91,7 +91,8 @@ def removal_curves(
 
     prob = {m: [] for m in modes}
     correct = {m: [] for m in modes}
-    p_orig, ties, dtypes = [], [], []
+    p_orig, ties = [], []
+    dtype = torch.float64  # the model output's, once a batch has run
     steps = progress_bar(batches(n, batch_size), progress, desc, total=math.ceil(n / batch_size))
     for rows in steps:
         x, t = inputs[rows], target[rows]
@@ -100,7 +101,7 @@ def removal_curves(
             check_target(t, logits)
             first = torch.softmax(logits, dim=1) if apply_softmax else logits
             p_orig.append(first.gather(1, t.view(-1, 1)).squeeze(1).detach().cpu())
-            dtypes.append(first.dtype)
+            dtype = first.dtype
         if precomputed:
             maps = attributions[rows].to(x.device)
         else:
@@ -125,6 +126,6 @@ def removal_curves(
         target=target.detach().cpu(),
         original_probability=torch.cat(p_orig).double(),
         tied_share=torch.cat(ties),
-        dtype=dtypes[0] if dtypes else torch.float64,
+        dtype=dtype,
     )
 

@@ -102,15 +102,15 @@ def baseline_remover(baseline: BaselineType, inputs: Any) -> Callable[..., Tenso
     base = resolve_baseline(baseline, inputs) if isinstance(inputs, Tensor) else None
 
     def remove(x: Tensor, removed: Tensor, first: int, mode: str, j: int) -> Tensor:
-        b = _slice_baseline(base, slice(first, first + len(x)))
-        return torch.where(removed.unsqueeze(1), b.to(x.dtype), x)
+        return _replace_pixels(x, removed, _slice_baseline(base, slice(first, first + len(x))))
 
     return remove
 
 
-def _apply_mask(images: Tensor, rank: Tensor, k: int, baseline: Tensor) -> Tensor:
-    mask = (rank < k).unsqueeze(1)
-    return torch.where(mask, baseline.to(images.dtype), images)
+def _replace_pixels(images: Tensor, removed: Tensor, baseline: Tensor) -> Tensor:
+    r"""``images`` with the pixels of the bool ``N x H x W`` ``removed`` set to the baseline in
+    every channel."""
+    return torch.where(removed.unsqueeze(1), baseline.to(images.dtype), images)
 
 
 def remove_top_pixels(
@@ -166,7 +166,7 @@ def remove_top_pixels(
     for rows in batches(len(images), batch_size):
         rank = removal_rank(attributions[rows].to(images.device), largest, tie_break, seed,
                             rows.start)
-        out[rows] = _apply_mask(images[rows].detach(), rank, k, _slice_baseline(base, rows))
+        out[rows] = _replace_pixels(images[rows].detach(), rank < k, _slice_baseline(base, rows))
     return out
 
 
