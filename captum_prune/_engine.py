@@ -36,7 +36,7 @@ from typing import (
 import torch
 from torch import Tensor, nn
 
-from captum_prune import _fast, _safety
+from captum_prune import _cpu, _fast, _safety
 from captum_prune._captum import TargetType, format_additional_forward_args
 from captum_prune._forward import run_model, select_target_values, target_values
 from captum_prune.criteria import CRITERION_RULES, NeuronScores
@@ -232,6 +232,7 @@ def session(
     args = format_additional_forward_args(additional_forward_args)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.enable_grad())
+        stack.enter_context(_cpu.workers())
         hooks = stack.enter_context(NeuronHooks(layers, names, batch_dims, captures))
         yield Run(forward_func, hooks, prepared, args, objective)
 

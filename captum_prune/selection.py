@@ -163,6 +163,12 @@ def _sample_columns(
 ) -> Tensor:
     """``(N, size)`` (default ``_SAMPLE``): the same random pooled columns of every row."""
     columns, bounds = _columns(n, size or _SAMPLE, tuple(_ends(rows)))
+    if _cpu.on_numpy(*rows) and all(row.dtype == dtype for row in rows):
+        # numpy's take, spread over the threads: the gather is bound by memory latency.
+        starts = [end - row.shape[1] for end, row in zip(_ends(rows), rows)]
+        local = [columns[a:b].numpy() - start for a, b, start in zip(bounds, bounds[1:], starts)]
+        parts = _cpu.map_chunks(lambda row, at: row.numpy().take(at, axis=1), rows, local)
+        return torch.from_numpy(numpy.concatenate(parts, axis=1))
     columns = columns.to(rows[0].device)
     parts, start = [], 0
     for row, first, stop in zip(rows, bounds[:-1], bounds[1:]):
@@ -336,31 +342,17 @@ def _bracketed_keep(
     margin = _MARGIN_SDS * math.sqrt(size * fraction * (1 - fraction)) + 16
     low_at = math.floor(fraction * (size - 1) - margin)
     high_at = math.ceil(last / (n - 1) * (size - 1) + margin)
-    low = sample[:, low_at : low_at + 1] if low_at >= 0 else None
-    high = sample[:, high_at : high_at + 1] if high_at < size else None
-    inside = numpy.full(num_rows, size, dtype=numpy.int64)
-    if low is not None:
-        inside -= numpy.count_nonzero(sample < low, axis=1)
-    if high is not None:
-        inside -= numpy.count_nonzero(sample > high, axis=1)
+    unbounded = numpy.full(num_rows, numpy.inf, dtype=sample.dtype)
+    low = numpy.ascontiguousarray(sample[:, low_at]) if low_at >= 0 else -unbounded
+    high = numpy.ascontiguousarray(sample[:, high_at]) if high_at < size else unbounded
+    inside = size - numpy.count_nonzero(sample < low[:, None], axis=1)
+    inside -= numpy.count_nonzero(sample > high[:, None], axis=1)
     if int(inside.max()) > _BRACKET_MAX_SHARE * size:
         return None
 
     def classify(row: Tensor) -> Tuple[Any, Any, Any, Any]:
         values = row.numpy()
-        if low is not None:
-            lower = numpy.less(values, low)
-            below = _cpu.count_rows(torch.from_numpy(lower)).numpy()
-        else:
-            lower = numpy.zeros(values.shape, dtype=bool)
-            below = numpy.zeros(num_rows, dtype=numpy.int64)
-        if high is not None:
-            keep = numpy.greater(values, high)
-        else:
-            keep = numpy.zeros(values.shape, dtype=bool)
-        # In between: neither below nor kept (NaN among them), a few % of the row.
-        outside = numpy.logical_or(lower, keep, out=lower)
-        flat = _cpu.false_positions(outside)
+        below, keep, flat = _cpu.bracket(values, low, high)
         return below, keep, flat, values.take(flat)
 
     classified = _cpu.map_chunks(classify, rows)
@@ -384,11 +376,13 @@ def _bracketed_keep(
             low_value, numpy.float64(values[at[1]]), gamma
         )
     threshold = taus.astype(sample.dtype)
-    masks = []
-    for (_, keep, flat, values), ids in zip(classified, row_ids):
+
+    def settle(row: Tensor, found: Tuple[Any, Any, Any, Any], ids: Any) -> Tensor:
+        _, keep, flat, values = found
         keep.reshape(-1)[flat] = values > threshold[ids]
-        masks.append(torch.from_numpy(keep))
-    return masks
+        return torch.from_numpy(keep)
+
+    return _cpu.map_chunks(settle, rows, classified, row_ids)
 
 
 def exact_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor]]:

@@ -40,14 +40,17 @@ def test_torch_path_selects_as_the_numpy_path(rule, long_rows, monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(with_numpy, with_torch)), sparsity
 
 
+@pytest.mark.parametrize("kernels", [True, False])
 @pytest.mark.parametrize("long_rows", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_numpy_reference_rule_equals_the_torch_path_on_special_values(
-    dtype, long_rows, monkeypatch
+    dtype, long_rows, kernels, monkeypatch
 ):
     if long_rows:  # the bracket paths: numpy's fused one against the torch one
         monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
         monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
+    if not kernels:  # the bracket in numpy, as where the C module was not built
+        monkeypatch.setattr(_cpu, "_kernels", None)
     chunks = [c.to(dtype) for c in _chunks(2, n_rows=5)]
     chunks[0][0, 0, 0, :3] = float("nan")
     chunks[1][1, :5] = -0.0
@@ -236,3 +239,139 @@ def test_false_positions_equal_flatnonzero(size, false_share):
     for shaped in (mask, mask.reshape(1, -1), mask[::-1]):  # 2-D, and not contiguous
         expected = numpy.flatnonzero(~shaped.reshape(-1))
         assert numpy.array_equal(_cpu.false_positions(shaped), expected)
+
+
+def _bracket_cases(dtype):
+    import numpy
+
+    rng = numpy.random.default_rng(7)
+    tiny = numpy.finfo(dtype).smallest_subnormal
+    for width in (0, 1, 7, 8, 9, 511, 512, 513, 1503):
+        values = (rng.random((4, width)) ** 3).astype(dtype)
+        values[values < 0.05] = 0.0
+        if width >= 9:
+            values[0, :9] = [numpy.nan, -0.0, numpy.inf, -numpy.inf, tiny, -tiny, -1.0, 0.5, 0.25]
+        low = numpy.array([0.25, -numpy.inf, 0.0, 0.1], dtype=dtype)
+        high = numpy.array([0.5, 0.3, numpy.inf, 0.1], dtype=dtype)  # a single-value range
+        if width:
+            values[1, -1] = high[1]  # at a bound: inside
+            values[3, :width // 2] = low[3]  # ties at the single value
+        yield values, low, high
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_bracket_equals_numpy(dtype, monkeypatch):
+    import numpy
+
+    if _cpu._kernels is None:
+        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
+    for values, low, high in _bracket_cases(getattr(numpy, dtype)):
+        compiled = _cpu.bracket(values, low, high)
+        with monkeypatch.context() as patch:
+            patch.setattr(_cpu, "_kernels", None)
+            plain = _cpu.bracket(values, low, high)
+        for got, expected in zip(compiled, plain):
+            assert got.dtype == expected.dtype and numpy.array_equal(got, expected)
+        # And what the result means, written out.
+        lower, above = values < low[:, None], values > high[:, None]
+        assert numpy.array_equal(compiled[0], lower.sum(axis=1))
+        assert numpy.array_equal(compiled[1], above)
+        assert numpy.array_equal(compiled[2], numpy.flatnonzero(~(lower | above)))
+
+
+def test_compiled_bracket_refuses_mismatched_buffers():
+    import numpy
+
+    if _cpu._kernels is None:
+        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
+    values = numpy.zeros((2, 5), dtype=numpy.float32)
+    keep, below = numpy.empty((2, 5), dtype=bool), numpy.empty(2, dtype=numpy.int64)
+    low = numpy.zeros(2, dtype=numpy.float64)  # not the values' dtype
+    with pytest.raises(ValueError, match="bracket"):
+        _cpu._kernels.bracket(values, low, low, keep, below, 2, 5)
+    with pytest.raises(ValueError, match="bracket"):
+        _cpu._kernels.bracket(values, low.astype("f4"), low.astype("f4"), keep, below, 2, 6)
+
+
+def test_the_compiled_kernel_is_built_where_a_compiler_is():
+    import shutil
+    import sys
+
+    if not (sys.platform.startswith("linux") and shutil.which("cc")):
+        pytest.skip("no C compiler here: the numpy path runs")
+    assert _cpu._kernels is not None, "reinstall (pip install -e .) to build captum_prune._kernels"
+
+
+@pytest.fixture
+def three_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # a pool of 3, whatever the machine has
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 1 << 19, (1 << 19) + 77])
+def test_split_mask_equals_one_pass(size, three_threads):
+    values = torch.randn(size)
+    values[::97] = float("nan")
+    keep = torch.rand(size) < 0.3
+    expected = values * keep
+    with _cpu.workers() as pool:
+        assert pool is not None
+        _cpu.mask_(values, keep)
+    assert torch.equal(values.isnan(), expected.isnan())
+    assert torch.equal(values.nan_to_num(7.0), expected.nan_to_num(7.0))
+
+
+def test_workers_join_their_threads_and_nest(three_threads):
+    import threading
+
+    before = threading.active_count()
+    seen = []
+    with _cpu.workers() as outer:
+        with _cpu.workers() as inner:
+            assert inner is outer  # one pool per call, however deep
+        _cpu.split(lambda a: seen.append(a.shape[0]), torch.zeros(1 << 20).numpy())
+    assert sorted(seen) == [349504, 349504, 349568]  # 64-element steps, the rest last
+    assert threading.active_count() == before
+    torch.set_num_threads(1)
+    with _cpu.workers() as none:
+        assert none is None  # one thread: no pool
+
+
+def test_split_raises_a_piece_error_after_every_piece_ran(three_threads):
+    import threading
+
+    ran = []
+
+    def fail_once(a):
+        ran.append(a.shape[0])
+        if len(ran) == 1:
+            raise ValueError("piece")
+
+    before = threading.active_count()
+    with pytest.raises(ValueError, match="piece"):
+        with _cpu.workers():
+            _cpu.split(fail_once, torch.zeros(1 << 20).numpy())
+    assert len(ran) == 3 and threading.active_count() == before
+
+
+def test_pooled_attribution_equals_the_unpooled_one(resnet18):
+    import contextlib
+
+    x = torch.randn(2, 3, 64, 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # both at 2 threads: torch's own kernels alike
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_cpu, "workers", contextlib.nullcontext)
+            patch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1 << 40)
+            expected = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
+        with pytest.MonkeyPatch.context() as patch:
+            # Every pass split over the pool, even these small ones.
+            patch.setattr(_cpu, "_SPLIT_MIN_ELEMENTS", 1)
+            patch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1)
+            got = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, expected)
