@@ -6,12 +6,12 @@ On the CPU, several of torch's kernels that the method leans on are far slower t
 83 ms against a 9 ms partition). A CPU tensor is a numpy array without a copy, so these helpers
 take tensors, use numpy where it is faster and torch everywhere else (CUDA, half precision).
 
-One pass has a compiled form: :func:`bracket` runs in ``captum_prune._kernels`` (C, built at
-install where a compiler is) when that module is there, and in numpy otherwise, with the same
-results bit for bit (tested against each other).
+Two passes have a compiled form, :func:`bracket` and :func:`mask_`: they run in
+``captum_prune._kernels`` (C, built at install where a compiler is) when that module is there,
+and in numpy otherwise, with the same results bit for bit (tested against each other).
 
-Large elementwise work is split over the threads torch would use (:func:`split`), from one
-pool that lives for one attribution call (:func:`workers`).
+Per-layer work on large tensors is spread over the threads torch would use
+(:func:`map_chunks`), from one pool that lives for one attribution call (:func:`workers`).
 """
 import contextlib
 import threading
@@ -114,14 +114,20 @@ def take_flat(values: Tensor, index: Tensor) -> Tensor:
 def mask_(values: Tensor, keep: Tensor) -> None:
     r"""Zeroes ``values`` in place where the bool ``keep`` (same shape) is False."""
     if on_numpy(values, keep) and values.dtype.is_floating_point and _flat(values, keep):
-        # Bytes 0/1 as uint8: the same factors as bools, without numpy's slower bool cast
-        # (measured 32 ms against 41 ms for ResNet-50's 77M ReLU outputs at batch 8).
-        def multiply(array: Any, factor: Any) -> None:
-            numpy.multiply(array, factor, out=array)
-
-        split(multiply, values.numpy().reshape(-1), keep.numpy().reshape(-1).view(numpy.uint8))
+        factors = keep.numpy().reshape(-1).view(numpy.uint8)  # 0/1 bytes, as the bools
+        _multiply(values.numpy().reshape(-1), factors)
     else:
         values.mul_(keep)
+
+
+def _multiply(array: Any, factors: Any) -> None:
+    """``array *= factors`` (uint8): in one compiled pass, or numpy's (it casts the factors in
+    a buffered loop: 49 ms against 32 ms for ResNet-50's 77M ReLU outputs at batch 8)."""
+    if _kernels is not None and array.flags.c_contiguous and factors.flags.c_contiguous:
+        _kernels.mask(array, factors)
+    else:
+        with numpy.errstate(invalid="ignore"):  # inf * 0 is NaN, silently, as in torch
+            numpy.multiply(array, factors, out=array)
 
 
 def _flat(*tensors: Tensor) -> bool:
@@ -185,7 +191,7 @@ def false_positions(mask: Any) -> Any:
     return numpy.concatenate([found, numpy.flatnonzero(~flat[whole:]) + whole])
 
 
-def bracket(values: Any, low: Any, high: Any) -> Tuple[Any, Any, Any]:
+def bracket(values: Any, low: Any, high: Any) -> Tuple[Any, Any, Any, Any]:
     r"""Splits each row of a 2-D float32/float64 numpy array by a per-row range.
 
     Args:
@@ -194,38 +200,36 @@ def bracket(values: Any, low: Any, high: Any) -> Tuple[Any, Any, Any]:
         low, high: ``(N,)`` arrays of ``values``' dtype (``-inf`` / ``inf`` for no bound).
 
     Returns:
-        ``(below, keep, inside)``: ``(N,)`` int64 counts of ``values < low``; the bool array
-        ``values > high``; and the flat (row-major, ascending) positions of the entries that
-        are neither, NaN among them.
+        ``(below, keep, inside, found)``: ``(N,)`` int64 counts of ``values < low``; the bool
+        array ``values > high``; the flat (row-major, ascending) positions of the entries
+        that are neither, NaN among them; and the values there.
 
     One read of ``values`` in the compiled kernel (a contiguous array); two comparisons, an
-    "or" and a scan of it in numpy.
+    "or", a scan of it and a gather in numpy.
     """
     num_rows, width = values.shape
     if _kernels is not None and values.flags.c_contiguous:
         keep = numpy.empty(values.shape, dtype=bool)
         below = numpy.empty(num_rows, dtype=numpy.int64)
-        found = _kernels.bracket(
+        inside, found = _kernels.bracket(
             values, numpy.ascontiguousarray(low, dtype=values.dtype),
             numpy.ascontiguousarray(high, dtype=values.dtype), keep, below, num_rows, width,
         )
-        return below, keep, numpy.frombuffer(found, dtype=numpy.int64)
+        inside = numpy.frombuffer(inside, dtype=numpy.int64)
+        return below, keep, inside, numpy.frombuffer(found, dtype=values.dtype)
     lower = numpy.less(values, low.reshape(-1, 1))
     below = count_rows(torch.from_numpy(lower)).numpy()
     keep = numpy.greater(values, high.reshape(-1, 1))
     # In between: neither below nor kept (NaN among them), a few % of the row.
     outside = numpy.logical_or(lower, keep, out=lower)
-    return below, keep, false_positions(outside)
+    inside = false_positions(outside)
+    return below, keep, inside, values.take(inside)
 
 
 #: Mean elements per chunk from which a thread pool pays (measured: it halves the time of
 #: ResNet50's selection at batch 8, 1.6M per chunk, and slows it at batch 1, 0.2M).
 _POOL_MIN_ELEMENTS = 1 << 20
 
-
-#: Elements from which :func:`split` spreads one elementwise pass over the pool (below, the
-#: hand-off costs more than the second thread gains).
-_SPLIT_MIN_ELEMENTS = 1 << 19
 
 _local = threading.local()
 
@@ -234,44 +238,20 @@ _local = threading.local()
 def workers() -> Iterator[Optional[ThreadPoolExecutor]]:
     r"""A thread pool for the CPU work of one call, shut down (its threads joined) on exit.
 
-    It has as many threads as torch uses (:func:`map_chunks` runs on all of them,
-    :func:`split` on all but one, and in the calling thread). Nested uses share the outer
-    pool; with one torch thread there is none.
+    It has as many threads as torch uses. Nested uses share the outer pool; with one torch
+    thread there is none.
     """
     threads = torch.get_num_threads()
     if getattr(_local, "pool", None) is not None or threads < 2:
         yield getattr(_local, "pool", None)
         return
     pool = ThreadPoolExecutor(threads, thread_name_prefix="captum-prune")
-    _local.pool, _local.threads = pool, threads
+    _local.pool = pool
     try:
         yield pool
     finally:
         _local.pool = None
         pool.shutdown(wait=True)
-
-
-def split(fn: Callable[..., Any], *arrays: Any) -> None:
-    r"""``fn(*arrays)`` for an elementwise ``fn`` on equally long 1-D numpy arrays, run as
-    ``fn(*pieces)`` on contiguous pieces, one per thread of the active :func:`workers` pool
-    and one in the calling thread. Without a pool, or for small arrays, one call."""
-    pool = getattr(_local, "pool", None)
-    size = arrays[0].shape[0]
-    if pool is None or size < _SPLIT_MIN_ELEMENTS:
-        fn(*arrays)
-        return
-    parts = _local.threads
-    # Piece bounds on 64-element steps: no two threads write into one cache line.
-    bounds = [(size * i // parts) & ~63 for i in range(parts)] + [size]
-    futures = [
-        pool.submit(fn, *(a[start:stop] for a in arrays))
-        for start, stop in zip(bounds[1:-1], bounds[2:])
-    ]
-    try:
-        fn(*(a[bounds[0] : bounds[1]] for a in arrays))
-    finally:
-        for future in futures:
-            future.result()
 
 
 def map_chunks(fn: Callable[..., R], chunks: Sequence[Tensor], *args: Sequence) -> List[R]:

@@ -20,44 +20,57 @@
  * first-level cache, a multiple of 8 so that the flags are read as 8-byte words. */
 #define BLOCK 512
 
+/* The in-between entries found so far: flat positions and the values there (itemsize bytes
+ * each), in growing buffers. */
 typedef struct {
-    int64_t *data;
+    int64_t *positions;
+    unsigned char *values;
+    Py_ssize_t itemsize;
     Py_ssize_t size;
     Py_ssize_t capacity;
-} Positions;
+} Found;
 
-static int push(Positions *out, int64_t position) {
+static int push(Found *out, int64_t position, const unsigned char *value) {
     if (out->size == out->capacity) {
         Py_ssize_t grown = out->capacity ? 2 * out->capacity : 4096;
-        int64_t *data = realloc(out->data, (size_t)grown * sizeof(int64_t));
-        if (data == NULL) {
+        int64_t *positions = realloc(out->positions, (size_t)grown * sizeof(int64_t));
+        unsigned char *values;
+        if (positions == NULL) {
             return -1;
         }
-        out->data = data;
+        out->positions = positions;
+        values = realloc(out->values, (size_t)(grown * out->itemsize));
+        if (values == NULL) {
+            return -1;
+        }
+        out->values = values;
         out->capacity = grown;
     }
-    out->data[out->size++] = position;
+    out->positions[out->size] = position;
+    memcpy(out->values + out->size * out->itemsize, value, (size_t)out->itemsize);
+    out->size++;
     return 0;
 }
 
-/* Appends the positions of the set flags (0 or 1 per byte) of one block, read as 8-byte
- * words: most words have none. */
-static int scan_block(const unsigned char *inside, Py_ssize_t n, int64_t offset,
-                      Positions *out) {
+/* Appends the positions (and values, from the block's values v) of the set flags (0 or 1
+ * per byte) of one block, read as 8-byte words: most words have none. */
+static int scan_block(const unsigned char *inside, const unsigned char *v, Py_ssize_t n,
+                      int64_t offset, Found *out) {
     Py_ssize_t word, j;
     for (word = 0; word + 8 <= n; word += 8) {
         uint64_t bits;
         memcpy(&bits, inside + word, 8);
         while (bits) {
             /* The lowest set byte first: positions come out ascending. */
-            if (push(out, offset + word + (__builtin_ctzll(bits) >> 3)) < 0) {
+            j = word + (__builtin_ctzll(bits) >> 3);
+            if (push(out, offset + j, v + j * out->itemsize) < 0) {
                 return -1;
             }
             bits &= bits - 1;
         }
     }
     for (j = word; j < n; j++) {
-        if (inside[j] && push(out, offset + j) < 0) {
+        if (inside[j] && push(out, offset + j, v + j * out->itemsize) < 0) {
             return -1;
         }
     }
@@ -89,7 +102,7 @@ static int scan_block(const unsigned char *inside, Py_ssize_t n, int64_t offset,
         return below;                                                                       \
     }                                                                                       \
     static int NAME(const T *values, Py_ssize_t rows, Py_ssize_t width, const T *low,       \
-                    const T *high, unsigned char *keep, int64_t *below, Positions *out) {   \
+                    const T *high, unsigned char *keep, int64_t *below, Found *out) {       \
         unsigned char inside[BLOCK];                                                        \
         Py_ssize_t r, start;                                                                \
         for (r = 0; r < rows; r++) {                                                        \
@@ -98,7 +111,8 @@ static int scan_block(const unsigned char *inside, Py_ssize_t n, int64_t offset,
                 Py_ssize_t n = width - start < BLOCK ? width - start : BLOCK;               \
                 Py_ssize_t at = r * width + start;                                          \
                 count += NAME##_block(values + at, n, low[r], high[r], keep + at, inside);  \
-                if (scan_block(inside, n, (int64_t)at, out) < 0) {                          \
+                if (scan_block(inside, (const unsigned char *)(values + at), n, (int64_t)at, \
+                               out) < 0) {                                                  \
                     return -1;                                                              \
                 }                                                                           \
             }                                                                               \
@@ -123,7 +137,7 @@ static PyObject *bracket(PyObject *self, PyObject *args) {
     PyObject *values_obj, *low_obj, *high_obj, *keep_obj, *below_obj;
     Py_ssize_t rows, width;
     Py_buffer values, low, high, keep, below;
-    Positions out = {NULL, 0, 0};
+    Found out = {NULL, NULL, 0, 0, 0};
     PyObject *result = NULL;
     int status = 0, is_double;
     (void)self;
@@ -159,6 +173,7 @@ static PyObject *bracket(PyObject *self, PyObject *args) {
                         "rows int64");
         goto release_below;
     }
+    out.itemsize = values.itemsize;
     Py_BEGIN_ALLOW_THREADS
     if (is_double) {
         status = classify_double(values.buf, rows, width, low.buf, high.buf, keep.buf,
@@ -171,8 +186,11 @@ static PyObject *bracket(PyObject *self, PyObject *args) {
     if (status < 0) {
         PyErr_NoMemory();
     } else {
-        result = PyBytes_FromStringAndSize((const char *)out.data,
-                                           out.size * (Py_ssize_t)sizeof(int64_t));
+        /* (y# turns a NULL buffer into None: nothing found is two empty byte strings.) */
+        result = Py_BuildValue(
+            "y#y#", out.size ? (const char *)out.positions : "",
+            out.size * (Py_ssize_t)sizeof(int64_t), out.size ? (const char *)out.values : "",
+            out.size * out.itemsize);
     }
 release_below:
     PyBuffer_Release(&below);
@@ -184,16 +202,69 @@ release_low:
     PyBuffer_Release(&low);
 release_values:
     PyBuffer_Release(&values);
-    free(out.data);
+    free(out.positions);
+    free(out.values);
+    return result;
+}
+
+#define DEFINE_MASK(NAME, T)                                                                \
+    WIDE_VECTORS static void NAME(T *restrict values, const unsigned char *restrict keep,   \
+                                  Py_ssize_t n) {                                           \
+        Py_ssize_t i;                                                                       \
+        for (i = 0; i < n; i++) {                                                           \
+            values[i] *= (T)keep[i];                                                        \
+        }                                                                                   \
+    }
+
+DEFINE_MASK(mask_float, float)
+DEFINE_MASK(mask_double, double)
+
+static PyObject *mask(PyObject *self, PyObject *args) {
+    PyObject *values_obj, *keep_obj, *result = NULL;
+    Py_buffer values, keep;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &values_obj, &keep_obj)) {
+        return NULL;
+    }
+    if (get(values_obj, &values, 1, "values") < 0) {
+        return NULL;
+    }
+    if (get(keep_obj, &keep, 0, "keep") < 0) {
+        PyBuffer_Release(&values);
+        return NULL;
+    }
+    if ((strcmp(values.format, "f") != 0 && strcmp(values.format, "d") != 0) ||
+        keep.itemsize != 1 || keep.len * values.itemsize != values.len) {
+        PyErr_SetString(PyExc_ValueError,
+                        "mask: expected float32 or float64 values and one byte per value");
+    } else {
+        Py_ssize_t n = keep.len;
+        int is_double = values.format[0] == 'd';
+        Py_BEGIN_ALLOW_THREADS
+        if (is_double) {
+            mask_double(values.buf, keep.buf, n);
+        } else {
+            mask_float(values.buf, keep.buf, n);
+        }
+        Py_END_ALLOW_THREADS
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    PyBuffer_Release(&keep);
+    PyBuffer_Release(&values);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"bracket", bracket, METH_VARARGS,
-     "bracket(values, low, high, keep, below, rows, width) -> bytes of int64 positions.\n\n"
+     "bracket(values, low, high, keep, below, rows, width) -> (positions, found)\n\n"
      "For each row r of the C-contiguous (rows, width) float32/float64 buffer values: writes\n"
      "keep = values > high[r], below[r] = count of values < low[r], and returns the flat\n"
-     "positions (ascending) of the entries that are neither (NaN among them)."},
+     "positions (ascending, int64 bytes) of the entries that are neither (NaN among them)\n"
+     "and their values (bytes of the values' dtype)."},
+    {"mask", mask, METH_VARARGS,
+     "mask(values, keep): values *= keep elementwise, in place (contiguous float32 or\n"
+     "float64 values, one 0/1 byte of keep per value), in one pass."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

@@ -271,12 +271,14 @@ def test_compiled_bracket_equals_numpy(dtype, monkeypatch):
             patch.setattr(_cpu, "_kernels", None)
             plain = _cpu.bracket(values, low, high)
         for got, expected in zip(compiled, plain):
-            assert got.dtype == expected.dtype and numpy.array_equal(got, expected)
+            assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
         # And what the result means, written out.
         lower, above = values < low[:, None], values > high[:, None]
         assert numpy.array_equal(compiled[0], lower.sum(axis=1))
         assert numpy.array_equal(compiled[1], above)
-        assert numpy.array_equal(compiled[2], numpy.flatnonzero(~(lower | above)))
+        inside = numpy.flatnonzero(~(lower | above))
+        assert numpy.array_equal(compiled[2], inside)
+        assert compiled[3].tobytes() == values.reshape(-1)[inside].tobytes()  # NaN too
 
 
 def test_compiled_bracket_refuses_mismatched_buffers():
@@ -310,50 +312,46 @@ def three_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("size", [0, 1, 200, 1 << 19, (1 << 19) + 77])
-def test_split_mask_equals_one_pass(size, three_threads):
-    values = torch.randn(size)
-    values[::97] = float("nan")
-    keep = torch.rand(size) < 0.3
-    expected = values * keep
-    with _cpu.workers() as pool:
-        assert pool is not None
-        _cpu.mask_(values, keep)
-    assert torch.equal(values.isnan(), expected.isnan())
-    assert torch.equal(values.nan_to_num(7.0), expected.nan_to_num(7.0))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 1003])
+def test_compiled_mask_equals_numpy(size, dtype, monkeypatch):
+    values = torch.randn(size, dtype=dtype)
+    values[::7] = float("nan")
+    values[1::7] = float("inf")
+    values[2::7] = -0.0
+    keep = torch.rand(size) < 0.4
+    compiled, plain = values.clone(), values.clone()
+    _cpu.mask_(compiled, keep)
+    monkeypatch.setattr(_cpu, "_kernels", None)
+    _cpu.mask_(plain, keep)
+    assert compiled.numpy().tobytes() == plain.numpy().tobytes()  # NaN, inf * 0, -0.0 alike
+    assert torch.equal(plain.nan_to_num(7.0), (values * keep).nan_to_num(7.0))
+
+
+def test_compiled_mask_refuses_mismatched_buffers():
+    import numpy
+
+    if _cpu._kernels is None:
+        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
+    with pytest.raises(ValueError, match="mask"):
+        _cpu._kernels.mask(numpy.zeros(4, dtype=numpy.float32), numpy.zeros(5, dtype=numpy.uint8))
+    with pytest.raises(ValueError, match="mask"):
+        _cpu._kernels.mask(numpy.zeros(4, dtype=numpy.int32), numpy.zeros(4, dtype=numpy.uint8))
 
 
 def test_workers_join_their_threads_and_nest(three_threads):
     import threading
 
     before = threading.active_count()
-    seen = []
     with _cpu.workers() as outer:
+        assert outer is not None
         with _cpu.workers() as inner:
             assert inner is outer  # one pool per call, however deep
-        _cpu.split(lambda a: seen.append(a.shape[0]), torch.zeros(1 << 20).numpy())
-    assert sorted(seen) == [349504, 349504, 349568]  # 64-element steps, the rest last
+        assert _cpu.map_chunks(lambda c: c.sum().item(), [torch.ones(1 << 21)] * 4) == [2.0**21] * 4
     assert threading.active_count() == before
     torch.set_num_threads(1)
     with _cpu.workers() as none:
         assert none is None  # one thread: no pool
-
-
-def test_split_raises_a_piece_error_after_every_piece_ran(three_threads):
-    import threading
-
-    ran = []
-
-    def fail_once(a):
-        ran.append(a.shape[0])
-        if len(ran) == 1:
-            raise ValueError("piece")
-
-    before = threading.active_count()
-    with pytest.raises(ValueError, match="piece"):
-        with _cpu.workers():
-            _cpu.split(fail_once, torch.zeros(1 << 20).numpy())
-    assert len(ran) == 3 and threading.active_count() == before
 
 
 def test_pooled_attribution_equals_the_unpooled_one(resnet18):
@@ -368,9 +366,7 @@ def test_pooled_attribution_equals_the_unpooled_one(resnet18):
             patch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1 << 40)
             expected = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
         with pytest.MonkeyPatch.context() as patch:
-            # Every pass split over the pool, even these small ones.
-            patch.setattr(_cpu, "_SPLIT_MIN_ELEMENTS", 1)
-            patch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1)
+            patch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1)  # pool even these small chunks
             got = PrunedGradient(resnet18).attribute(x, target=[1, 4], sparsity=0.8)
     finally:
         torch.set_num_threads(threads)
