@@ -14,6 +14,7 @@ Per-layer work on large tensors is spread over the threads torch would use
 (:func:`map_chunks`), from one pool that lives for one attribution call (:func:`workers`).
 """
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
@@ -22,10 +23,22 @@ import numpy
 import torch
 from torch import Tensor
 
+#: ``CAPTUM_PRUNE_KERNELS=0`` in the environment switches the compiled module off (to time or
+#: check the numpy path; the results are the same).
+KERNELS_ENV = "CAPTUM_PRUNE_KERNELS"
+
 try:
     from captum_prune import _kernels
 except ImportError:  # installed without a C compiler: numpy computes the same, slower
     _kernels = None
+if os.environ.get(KERNELS_ENV, "1") == "0":
+    _kernels = None
+
+
+def kernels_in_use() -> bool:
+    r"""Whether the compiled module ``captum_prune._kernels`` is built and switched on."""
+    return _kernels is not None
+
 
 R = TypeVar("R")
 
@@ -208,13 +221,13 @@ def bracket(values: Any, low: Any, high: Any) -> Tuple[Any, Any, Any, Any]:
     "or", a scan of it and a gather in numpy.
     """
     num_rows, width = values.shape
+    # Both paths compare in the values' dtype.
+    low = numpy.ascontiguousarray(low, dtype=values.dtype)
+    high = numpy.ascontiguousarray(high, dtype=values.dtype)
     if _kernels is not None and values.flags.c_contiguous:
         keep = numpy.empty(values.shape, dtype=bool)
         below = numpy.empty(num_rows, dtype=numpy.int64)
-        inside, found = _kernels.bracket(
-            values, numpy.ascontiguousarray(low, dtype=values.dtype),
-            numpy.ascontiguousarray(high, dtype=values.dtype), keep, below, num_rows, width,
-        )
+        inside, found = _kernels.bracket(values, low, high, keep, below, num_rows, width)
         inside = numpy.frombuffer(inside, dtype=numpy.int64)
         return below, keep, inside, numpy.frombuffer(found, dtype=values.dtype)
     lower = numpy.less(values, low.reshape(-1, 1))

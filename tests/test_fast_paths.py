@@ -296,12 +296,25 @@ def test_compiled_bracket_refuses_mismatched_buffers():
 
 
 def test_the_compiled_kernel_is_built_where_a_compiler_is():
+    import importlib.util
     import shutil
     import sys
 
     if not (sys.platform.startswith("linux") and shutil.which("cc")):
         pytest.skip("no C compiler here: the numpy path runs")
-    assert _cpu._kernels is not None, "reinstall (pip install -e .) to build captum_prune._kernels"
+    found = importlib.util.find_spec("captum_prune._kernels")
+    assert found is not None, "reinstall (pip install -e .) to build captum_prune._kernels"
+
+
+def test_the_environment_switches_the_compiled_kernels_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from captum_prune import _cpu; print(_cpu.kernels_in_use())"
+    env = {**os.environ, _cpu.KERNELS_ENV: "0"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert off.stdout.strip() == "False", off.stderr
 
 
 @pytest.fixture

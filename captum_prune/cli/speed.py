@@ -54,6 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils import benchmark
 
+from captum_prune import _cpu
 from captum_prune._shared import atomic_write
 from captum_prune.cli._common import check_output_file, quiet_captum, torch_threads
 from captum_prune.cli.errors import CommandError
@@ -483,6 +484,7 @@ def machine_info(device_choice: str) -> Dict[str, Any]:
         "captum": captum.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "device_option": device_choice,
+        "compiled_kernels": _cpu.kernels_in_use(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = list(os.getloadavg())
@@ -677,7 +679,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_checked(args: argparse.Namespace) -> int:
     info = machine_info(args.device)
     print(f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads), "
-          f"torch {info['torch']}, captum {info['captum']}, cuda: {info['cuda']}")
+          f"torch {info['torch']}, captum {info['captum']}, cuda: {info['cuda']}, compiled "
+          f"kernels: {'on' if info['compiled_kernels'] else 'off'}")
     settings = {k: v for k, v in vars(args).items()
                 if not k.startswith("_") and k not in ("json", "markdown")}
     rows = run_benchmark(args, progress=lambda rows: _write(args, info, settings, rows))
