@@ -384,3 +384,15 @@ def test_pooled_attribution_equals_the_unpooled_one(resnet18):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("sparsity", [0.2, 0.7, 0.95])
+def test_one_example_selects_as_the_torch_path(sparsity, monkeypatch):
+    chunks = _chunks(4, n_rows=1)  # one example: one pooled sort, masks as views of one compare
+    chunks[1][0, :5] = float("nan")
+    with_numpy = reference_keep(chunks, sparsity)
+    with monkeypatch.context() as patch:
+        _torch_only(patch)
+        with_torch = reference_keep(chunks, sparsity)
+    for a, b, c in zip(with_numpy, with_torch, chunks):
+        assert a.shape == c.shape and a.is_contiguous() and torch.equal(a, b)
