@@ -1,11 +1,15 @@
-/* One fused pass of the selection's bracket (captum_prune._cpu.bracket).
+/* Two fused passes of the method on the CPU (captum_prune._cpu.bracket and .mask_).
  *
- * numpy needs two comparisons, an "or" and a scan per chunk of scores to split it into
- * below / inside / above a per-row bracket [low, high]; each of them reads or writes the whole
- * chunk again, and the selection of a large network is bound by that memory traffic. This
- * does the same in one read of the scores. It uses only C comparisons of the scores'
- * own type, the ones numpy's less/greater make (NaN is neither below nor above: inside), so
- * the result is the same, bit for bit; the tests check it against the numpy path.
+ * bracket: numpy needs two comparisons, an "or", a scan and a gather per chunk of scores to
+ * split it into below / inside / above a per-row bracket [low, high]; each of them reads or
+ * writes the whole chunk again, and the selection of a large network is bound by that memory
+ * traffic. This does the same in one read of the scores, with the C comparisons of the scores'
+ * own type that numpy's less/greater make (NaN is neither below nor above: inside).
+ *
+ * mask: values *= keep, the product numpy makes after casting the 0/1 bytes to the values'
+ * type, without numpy's buffered cast loop.
+ *
+ * So the results are the same, bit for bit; the tests check both against the numpy path.
  *
  * Plain C and the CPython API only (no numpy or torch headers): the module builds in about a
  * second wherever a C compiler is, and the package falls back to numpy where none is.
@@ -124,13 +128,10 @@ static int scan_block(const unsigned char *inside, const unsigned char *v, Py_ss
 DEFINE_CLASSIFY(classify_float, float)
 DEFINE_CLASSIFY(classify_double, double)
 
-static int get(PyObject *object, Py_buffer *view, int writable, const char *name) {
+/* A C-contiguous buffer with its format (a TypeError or BufferError set if not). */
+static int get(PyObject *object, Py_buffer *view, int writable) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) < 0) {
-        return -1;
-    }
-    (void)name;
-    return 0;
+    return PyObject_GetBuffer(object, view, flags);
 }
 
 static PyObject *bracket(PyObject *self, PyObject *args) {
@@ -145,19 +146,19 @@ static PyObject *bracket(PyObject *self, PyObject *args) {
                           &below_obj, &rows, &width)) {
         return NULL;
     }
-    if (get(values_obj, &values, 0, "values") < 0) {
+    if (get(values_obj, &values, 0) < 0) {
         return NULL;
     }
-    if (get(low_obj, &low, 0, "low") < 0) {
+    if (get(low_obj, &low, 0) < 0) {
         goto release_values;
     }
-    if (get(high_obj, &high, 0, "high") < 0) {
+    if (get(high_obj, &high, 0) < 0) {
         goto release_low;
     }
-    if (get(keep_obj, &keep, 1, "keep") < 0) {
+    if (get(keep_obj, &keep, 1) < 0) {
         goto release_high;
     }
-    if (get(below_obj, &below, 1, "below") < 0) {
+    if (get(below_obj, &below, 1) < 0) {
         goto release_keep;
     }
     is_double = strcmp(values.format, "d") == 0;
@@ -226,10 +227,10 @@ static PyObject *mask(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO", &values_obj, &keep_obj)) {
         return NULL;
     }
-    if (get(values_obj, &values, 1, "values") < 0) {
+    if (get(values_obj, &values, 1) < 0) {
         return NULL;
     }
-    if (get(keep_obj, &keep, 0, "keep") < 0) {
+    if (get(keep_obj, &keep, 0) < 0) {
         PyBuffer_Release(&values);
         return NULL;
     }

@@ -376,7 +376,7 @@ def _bracketed_keep(
         )
     threshold = taus.astype(sample.dtype)
 
-    def settle(row: Tensor, found: Tuple[Any, Any, Any, Any], ends: Any) -> Tensor:
+    def settle(_row: Tensor, found: Tuple[Any, Any, Any, Any], ends: Any) -> Tensor:
         _, keep, flat, values = found
         keep.reshape(-1)[flat] = values > numpy.repeat(threshold, numpy.diff(ends))
         return torch.from_numpy(keep)
