@@ -120,9 +120,7 @@ class ScoreInPlace:
             and sys.getrefcount(act) == 3
             and _storage_holders(act) == 2
         ):
-            data = act.data
-            torch.mul(data, grad, out=data).abs_()
-            return data
+            return _cpu.abs_product_(act.data, grad)
         return plain_score(act, grad, dtype)
 
 

@@ -396,3 +396,41 @@ def test_one_example_selects_as_the_torch_path(sparsity, monkeypatch):
         with_torch = reference_keep(chunks, sparsity)
     for a, b, c in zip(with_numpy, with_torch, chunks):
         assert a.shape == c.shape and a.is_contiguous() and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 1003])
+def test_compiled_abs_product_equals_torch(size, dtype):
+    g = torch.Generator().manual_seed(size)
+    a = torch.randn(size, generator=g, dtype=dtype) * 1e3
+    b = torch.randn(size, generator=g, dtype=dtype) * 1e-3
+    a[::7], b[1::7], a[2::7] = float("nan"), float("inf"), -0.0
+    a[3::7] = torch.finfo(dtype).tiny / 4  # denormal products underflow alike
+    expected = torch.mul(a.clone(), b).abs_()
+    got = _cpu.abs_product_(a.clone(), b)
+    assert got.numpy().tobytes() == expected.numpy().tobytes()
+
+
+def test_abs_product_leaves_large_tensors_to_torch_on_several_threads(three_threads, monkeypatch):
+    calls = []
+    if _cpu._kernels is None:
+        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
+    kernels = type("Kernels", (), {"abs_product": staticmethod(lambda *arrays: calls.append(1))})
+    monkeypatch.setattr(_cpu, "_kernels", kernels())
+    monkeypatch.setattr(_cpu, "_ABS_PRODUCT_MAX_ELEMENTS", 10)
+    a, b = torch.rand(11), torch.rand(11)
+    torch.testing.assert_close(_cpu.abs_product_(a.clone(), b), (a * b).abs())
+    assert not calls  # on three threads torch's two ops run on all of them
+    _cpu.abs_product_(torch.rand(10), torch.rand(10))
+    assert len(calls) == 1
+
+
+def test_compiled_abs_product_refuses_mismatched_buffers():
+    import numpy
+
+    if _cpu._kernels is None:
+        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
+    with pytest.raises(ValueError, match="abs_product"):
+        _cpu._kernels.abs_product(numpy.zeros(4, "f4"), numpy.zeros(4, "f8"))
+    with pytest.raises(ValueError, match="abs_product"):
+        _cpu._kernels.abs_product(numpy.zeros(4, "f4"), numpy.zeros(5, "f4"))
