@@ -155,6 +155,8 @@ def abs_product_(values: Tensor, other: Tensor) -> Tensor:
         and values.dtype.is_floating_point
         and _flat(values, other)
         and (values.numel() <= _ABS_PRODUCT_MAX_ELEMENTS or torch.get_num_threads() == 1)
+        # The C loop assumes two separate buffers (torch's ops do not).
+        and values.untyped_storage().data_ptr() != other.untyped_storage().data_ptr()
     ):
         _kernels.abs_product(values.numpy(), other.numpy())
         return values

@@ -425,6 +425,12 @@ def test_abs_product_leaves_large_tensors_to_torch_on_several_threads(three_thre
     assert len(calls) == 1
 
 
+def test_abs_product_of_a_tensor_with_itself_is_torchs():
+    a = torch.randn(100)
+    expected = torch.mul(a.clone(), a.clone()).abs_()
+    assert torch.equal(_cpu.abs_product_(a, a), expected)  # one buffer: torch's ops
+
+
 def test_compiled_abs_product_refuses_mismatched_buffers():
     import numpy
 
