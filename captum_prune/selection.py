@@ -162,19 +162,19 @@ def _sample_columns(
     rows: List[Tensor], n: int, dtype: torch.dtype, size: Optional[int] = None
 ) -> Tensor:
     """``(N, size)`` (default ``_SAMPLE``): the same random pooled columns of every row."""
-    columns, bounds = _columns(n, size or _SAMPLE, tuple(_ends(rows)))
+    ends = _ends(rows)
+    columns, bounds = _columns(n, size or _SAMPLE, tuple(ends))
+    # Chunk i holds pooled columns starts[i]..ends[i], and sampled columns bounds[i]..bounds[i+1].
+    starts = [end - row.shape[1] for end, row in zip(ends, rows)]
+    spans = list(zip(rows, bounds, bounds[1:], starts))
     if _cpu.on_numpy(*rows) and all(row.dtype == dtype for row in rows):
         # numpy's take, spread over the threads: the gather is bound by memory latency.
-        starts = [end - row.shape[1] for end, row in zip(_ends(rows), rows)]
-        local = [columns[a:b].numpy() - start for a, b, start in zip(bounds, bounds[1:], starts)]
+        local = [columns[a:b].numpy() - start for _, a, b, start in spans]
         parts = _cpu.map_chunks(lambda row, at: row.numpy().take(at, axis=1), rows, local)
         return torch.from_numpy(numpy.concatenate(parts, axis=1))
     columns = columns.to(rows[0].device)
-    parts, start = [], 0
-    for row, first, stop in zip(rows, bounds[:-1], bounds[1:]):
-        if stop > first:
-            parts.append(row.index_select(1, columns[first:stop] - start).to(dtype))
-        start += row.shape[1]
+    parts = [row.index_select(1, columns[a:b] - start).to(dtype)
+             for row, a, b, start in spans if b > a]
     return torch.cat(parts, dim=1)
 
 

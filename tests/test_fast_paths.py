@@ -20,6 +20,12 @@ def _chunks(seed, n_rows=3):
     return chunks
 
 
+#: For the tests of the compiled module itself (the numpy path runs without it).
+needs_kernels = pytest.mark.skipif(
+    _cpu._kernels is None, reason="captum_prune._kernels was not built (no C compiler at install)"
+)
+
+
 def _torch_only(monkeypatch):
     # What runs on CUDA (and for dtypes numpy lacks): every helper takes its torch branch.
     monkeypatch.setattr(_cpu, "on_numpy", lambda *tensors: False)
@@ -259,12 +265,11 @@ def _bracket_cases(dtype):
         yield values, low, high
 
 
+@needs_kernels
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_compiled_bracket_equals_numpy(dtype, monkeypatch):
     import numpy
 
-    if _cpu._kernels is None:
-        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
     for values, low, high in _bracket_cases(getattr(numpy, dtype)):
         compiled = _cpu.bracket(values, low, high)
         with monkeypatch.context() as patch:
@@ -281,11 +286,10 @@ def test_compiled_bracket_equals_numpy(dtype, monkeypatch):
         assert compiled[3].tobytes() == values.reshape(-1)[inside].tobytes()  # NaN too
 
 
+@needs_kernels
 def test_compiled_bracket_refuses_mismatched_buffers():
     import numpy
 
-    if _cpu._kernels is None:
-        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
     values = numpy.zeros((2, 5), dtype=numpy.float32)
     keep, below = numpy.empty((2, 5), dtype=bool), numpy.empty(2, dtype=numpy.int64)
     low = numpy.zeros(2, dtype=numpy.float64)  # not the values' dtype
@@ -341,11 +345,10 @@ def test_compiled_mask_equals_numpy(size, dtype, monkeypatch):
     assert torch.equal(plain.nan_to_num(7.0), (values * keep).nan_to_num(7.0))
 
 
+@needs_kernels
 def test_compiled_mask_refuses_mismatched_buffers():
     import numpy
 
-    if _cpu._kernels is None:
-        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
     with pytest.raises(ValueError, match="mask"):
         _cpu._kernels.mask(numpy.zeros(4, dtype=numpy.float32), numpy.zeros(5, dtype=numpy.uint8))
     with pytest.raises(ValueError, match="mask"):
@@ -411,10 +414,9 @@ def test_compiled_abs_product_equals_torch(size, dtype):
     assert got.numpy().tobytes() == expected.numpy().tobytes()
 
 
+@needs_kernels
 def test_abs_product_leaves_large_tensors_to_torch_on_several_threads(three_threads, monkeypatch):
     calls = []
-    if _cpu._kernels is None:
-        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
     kernels = type("Kernels", (), {"abs_product": staticmethod(lambda *arrays: calls.append(1))})
     monkeypatch.setattr(_cpu, "_kernels", kernels())
     monkeypatch.setattr(_cpu, "_ABS_PRODUCT_MAX_ELEMENTS", 10)
@@ -431,12 +433,42 @@ def test_abs_product_of_a_tensor_with_itself_is_torchs():
     assert torch.equal(_cpu.abs_product_(a, a), expected)  # one buffer: torch's ops
 
 
+@needs_kernels
 def test_compiled_abs_product_refuses_mismatched_buffers():
     import numpy
 
-    if _cpu._kernels is None:
-        pytest.skip("captum_prune._kernels was not built (no C compiler at install)")
     with pytest.raises(ValueError, match="abs_product"):
         _cpu._kernels.abs_product(numpy.zeros(4, "f4"), numpy.zeros(4, "f8"))
     with pytest.raises(ValueError, match="abs_product"):
         _cpu._kernels.abs_product(numpy.zeros(4, "f4"), numpy.zeros(5, "f4"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_fast_path_together_equals_the_plain_path(resnet18, dtype, monkeypatch):
+    # The bracket (long rows forced), the compiled passes and the in-place shortcuts at once,
+    # on a model with a recording user hook, against the plain path: no in-place shortcut
+    # (out-of-place masks and scores), no compiled module, the torch selection.
+    import copy
+
+    from captum_prune import _fast
+
+    model = copy.deepcopy(resnet18).to(dtype)  # the fixture is shared: leave it as it is
+    x = torch.randn(2, 3, 32, 32, dtype=dtype)
+    records = []
+    hook = model.layer1[0].relu.register_forward_hook(lambda m, a, o: records.append(o.clone()))
+    monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+    monkeypatch.setattr("captum_prune.selection._SAMPLE", 4096)
+    try:
+        fast = PrunedGradient(model).attribute(x, target=[1, 4], sparsity=0.8)
+        fast_records, records[:] = list(records), []
+        with monkeypatch.context() as patch:
+            patch.setattr(_fast, "ENABLED", False)
+            patch.setattr(_cpu, "_kernels", None)
+            _torch_only(patch)
+            plain = PrunedGradient(model).attribute(x, target=[1, 4], sparsity=0.8)
+    finally:
+        hook.remove()
+    assert torch.equal(fast, plain)
+    assert len(fast_records) == len(records) and all(
+        torch.equal(a, b) for a, b in zip(fast_records, records)
+    )
