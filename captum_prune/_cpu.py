@@ -110,6 +110,24 @@ def nonzero_rows(tensors: Sequence[Tensor]) -> Tensor:
     return found
 
 
+def zero_rows(tensors: Sequence[Tensor]) -> List[int]:
+    r"""The examples (rows ``i`` of the first dimension) whose entries are all 0 in every one
+    of ``tensors`` (NaN is not 0; ``-0.0`` is), ascending: :func:`nonzero_rows`'s False ones."""
+    n = tensors[0].shape[0]
+    if _kernels is not None and all(
+        t.dtype in (torch.float32, torch.float64) and t.is_cpu and t.is_contiguous()
+        for t in tensors
+    ):
+        # The compiled check stops at each row's first entry that is not 0.
+        empty = _kernels.zero_rows(tensors[0].detach().numpy(), n)
+        for t in tensors[1:]:
+            if not empty:
+                break
+            empty = [i for i in _kernels.zero_rows(t.detach().numpy(), n) if i in empty]
+        return empty
+    return (~nonzero_rows(tensors)).nonzero().flatten().tolist()
+
+
 def clear_rows(mask: Tensor, rows: Tensor) -> None:
     r"""Sets every entry of the rows where the bool ``(N,)`` ``rows`` is True to False."""
     if on_numpy(mask, rows):
@@ -257,6 +275,50 @@ def bracket(values: Any, low: Any, high: Any) -> Tuple[Any, Any, Any, Any]:
     outside = numpy.logical_or(lower, keep, out=lower)
     inside = false_positions(outside)
     return below, keep, inside, values.take(inside)
+
+
+#: Scores sampled per row by the compiled selection's bracket, and its half-width in standard
+#: deviations of a sampled rank (a miss costs a slower exact pass, never a different mask).
+_SELECT_SAMPLE = 4096
+_SELECT_MARGIN = 3.0
+#: Pooled scores from which the rows of one compiled selection are spread over the pool.
+_SELECT_POOL_MIN_ELEMENTS = 1 << 19
+
+
+def select_keep(arrays: Sequence[Any], rank: int, two: bool, gamma: float) -> List[Any]:
+    r"""The reference rule's keep-masks in one call of the compiled module (which must be
+    in use: :func:`kernels_in_use`).
+
+    Args:
+
+        arrays: C-contiguous float32 or float64 numpy arrays (one dtype) whose first dimension
+                    is the batch: row ``i`` of the pooled scores is every ``arrays[l][i]``,
+                    flattened, in turn.
+        rank, two, gamma: The order statistic ``rank`` of each pooled row (NaN largest), and
+                    with ``two`` numpy's linear interpolation to ``rank + 1`` by ``gamma``.
+
+    Returns:
+        One bool array per chunk, of its shape: ``array > tau``, ``tau`` the interpolated value
+        rounded to the arrays' dtype; what numpy's sort of each pooled row gives, bit for bit.
+    """
+    num_rows = arrays[0].shape[0]
+    n = sum(a.size for a in arrays) // num_rows
+    # One buffer for all masks, each chunk's (N, n_l) block contiguous in it.
+    flat = numpy.empty(num_rows * n, dtype=bool)
+    keep, at = [], 0
+    for a in arrays:
+        keep.append(flat[at : at + a.size].reshape(a.shape))
+        at += a.size
+    args = (tuple(arrays), tuple(keep), num_rows)
+    tail = (rank, two, gamma, min(_SELECT_SAMPLE, n), _SELECT_MARGIN)
+    pool = getattr(_local, "pool", None)
+    if pool is None or num_rows < 2 or num_rows * n < _SELECT_POOL_MIN_ELEMENTS:
+        _kernels.select_keep(*args, 0, num_rows, *tail)
+        return keep
+    bounds = numpy.linspace(0, num_rows, torch.get_num_threads() + 1).astype(int).tolist()
+    spans = [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    list(pool.map(lambda span: _kernels.select_keep(*args, *span, *tail), spans))
+    return keep
 
 
 #: Mean elements per chunk from which a thread pool pays (measured: it halves the time of

@@ -38,7 +38,12 @@ from torch import Tensor, nn
 
 from captum_prune import _cpu, _fast, _safety
 from captum_prune._captum import TargetType, format_additional_forward_args
-from captum_prune._forward import run_model, select_target_values, target_values
+from captum_prune._forward import (
+    plain_target,
+    run_model,
+    select_target_values,
+    validate_target,
+)
 from captum_prune.criteria import CRITERION_RULES, NeuronScores
 from captum_prune.hooks import Capture, Captured, NeuronHooks, Transform
 from captum_prune.options import PruningOptions
@@ -92,14 +97,17 @@ class TargetObjective(Objective):
     target: TargetType = None
     #: The ``(output shape, N)`` already checked (both passes of a call see the same).
     _checked: list = field(default_factory=list, compare=False, repr=False)
+    #: The target as it is selected by, once checked (see :func:`plain_target`).
+    _plain: list = field(default_factory=list, compare=False, repr=False)
 
     def values(self, output, captured, num_examples):
         key = (output.shape, num_examples)
-        if key in self._checked:
-            return select_target_values(output, self.target, num_examples)
-        values = target_values(output, self.target, num_examples)
-        self._checked.append(key)
-        return values
+        if key not in self._checked:
+            validate_target(self.target, output, num_examples)
+            self._checked.append(key)
+            if not self._plain:
+                self._plain.append(plain_target(self.target))
+        return select_target_values(output, self._plain[0], num_examples)
 
     def rows(self, rows):
         return TargetObjective(_take_target(self.target, rows))

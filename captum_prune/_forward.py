@@ -153,7 +153,18 @@ def select_target_values(output: Tensor, target: Any, num_examples: int) -> Tens
     r"""``(N,)``: the target's values, for a target already validated on this shape."""
     if target is None:
         return output.reshape(num_examples)
+    if type(target) is int:
+        # Captum's output[:, target], without the indexing's tuple parsing.
+        return output.select(1, target).reshape(num_examples)
     return select_targets(output, target).reshape(num_examples)
+
+
+def plain_target(target: Any) -> Any:
+    r"""A validated target in the form :func:`select_target_values` selects fastest: a
+    one-element integer tensor as its int (what Captum selects by), anything else as it is."""
+    if isinstance(target, Tensor) and target.numel() == 1:
+        return int(target.item())
+    return target
 
 
 def _plain_module(forward_func: Any) -> bool:

@@ -165,6 +165,23 @@ def _scores_from(
     )
 
 
+#: Layer outputs (elements, all calls together) up to which the scoring backward is taken
+#: with respect to every one of them: their gradients are then all held at once, which is
+#: cheaper than finding the lowest ones in the graph (a walk in Python) while they are small.
+_ALL_OUTPUTS_MAX_ELEMENTS = 1 << 20
+
+
+def _backward_inputs(acts: List[Tensor], eligible: List[bool]) -> List[Tensor]:
+    """What the scoring backward differentiates with respect to: a set of layer outputs
+    through which every layer output that affects the target is reached (the gradients,
+    and so the scores, are the same whichever is taken). Every output, where they are small
+    and none takes its score in place (whose write must follow its node's backward, so it
+    must not be an input); else the lowest ones (:func:`_lowest_layer_outputs`)."""
+    if not any(eligible) and sum(act.numel() for act in acts) <= _ALL_OUTPUTS_MAX_ELEMENTS:
+        return [act for act in acts if act.requires_grad]
+    return _lowest_layer_outputs(acts)
+
+
 def _lowest_layer_outputs(acts: List[Tensor]) -> List[Tensor]:
     """The layer outputs that need a gradient and have no other layer output below them.
 
@@ -277,7 +294,7 @@ class Taylor(Criterion):
         holder: List[Optional[Tensor]] = acts  # dropped entry by entry below
         scores: List[Optional[Tensor]] = [None] * len(acts)
         if values.requires_grad:
-            roots = _lowest_layer_outputs(acts)
+            roots = _backward_inputs(acts, eligible)
             root_ids = {id(root) for root in roots}
             for call, act in enumerate(acts):
                 if not act.requires_grad:

@@ -179,6 +179,8 @@ class NeuronHooks:
     def restore_buffers(self) -> None:
         r"""Puts back every buffer of the train-mode modules the call reached, as it was
         before their first run (the same tensor object, with its old values)."""
+        if not self._saved_buffers:
+            return
         with torch.no_grad():
             for module, name, buffer, value in reversed(self._saved_buffers):
                 module._buffers[name] = buffer

@@ -385,10 +385,7 @@ class PrunedGradient(GradientAttribution):
 
 
 def _warn_if_empty(gradients: Tuple[Tensor, ...]) -> None:
-    nonzero = _cpu.nonzero_rows(gradients)
-    if bool(nonzero.all()):
-        return
-    empty = (~nonzero).nonzero().flatten().tolist()
+    empty = _cpu.zero_rows(gradients)
     if empty:
         _safety.warn(
             f"PrunedGradient: the pruned network no longer depends on the input for "

@@ -246,6 +246,9 @@ def reference_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor
     those are zero-score neurons whose removal changes nothing, but with tied weights, as in
     Captum's all-ones test models, it would.)
     """
+    compiled = _compiled_reference_keep(scores, sparsity)
+    if compiled is not None:
+        return compiled
     rows = _rows(scores)
     if sparsity == 0:
         return _like(scores, [torch.ones_like(row, dtype=torch.bool) for row in rows])
@@ -254,6 +257,39 @@ def reference_keep(scores: Scores, sparsity: float) -> Union[Tensor, List[Tensor
         return _like(scores, keep)
     tau = reference_threshold(rows, sparsity).to(promoted_dtype(rows)).unsqueeze(1)
     return _like(scores, _greater(rows, tau))
+
+
+def _compiled_reference_keep(
+    scores: Scores, sparsity: float
+) -> Optional[Union[Tensor, List[Tensor]]]:
+    """:func:`reference_keep` in one call of the compiled selection
+    (:func:`captum_prune._cpu.select_keep`), for contiguous CPU float32/float64 chunks of one
+    dtype whose pooled rows are at most ``_SORT_LIMIT`` long; ``None`` where that does not
+    apply (and where the module is not built). Few steps: at batch 1 on a small network the
+    Python around a selection costs as much as the selection."""
+    chunks = [scores] if isinstance(scores, Tensor) else scores
+    if sparsity == 0 or not chunks or not _cpu.kernels_in_use():
+        return None
+    dtype, first = chunks[0].dtype, chunks[0]
+    num_rows = first.shape[0] if first.dim() else 0
+    if dtype not in (torch.float32, torch.float64) or num_rows == 0:
+        return None
+    for chunk in chunks:
+        if (
+            chunk.dtype != dtype
+            or chunk.dim() == 0
+            or chunk.shape[0] != num_rows
+            or chunk.device.type != "cpu"
+            or not chunk.is_contiguous()
+        ):
+            return None
+    n = sum(chunk.numel() for chunk in chunks) // num_rows
+    if n == 0 or n > _SORT_LIMIT:
+        return None
+    ranks, gamma = _reference_ranks(n, sparsity)
+    arrays = [chunk.detach().numpy() for chunk in chunks]
+    keep = [torch.from_numpy(k) for k in _cpu.select_keep(arrays, ranks[0], len(ranks) == 2, gamma)]
+    return keep[0] if isinstance(scores, Tensor) else keep
 
 
 def _reference_ranks(n: int, sparsity: float) -> Tuple[List[int], float]:
@@ -267,9 +303,11 @@ def _reference_ranks(n: int, sparsity: float) -> Tuple[List[int], float]:
 
 
 def _lerp(low: Any, high: Any, gamma: float) -> Any:
-    """numpy's _lerp, as :func:`reference_threshold`: from the nearer end, in float64."""
-    diff = high - low
-    return high - diff * (1.0 - gamma) if gamma >= 0.5 else low + diff * gamma
+    """numpy's _lerp, as :func:`reference_threshold`: from the nearer end, in float64
+    (silently NaN for infinities of both signs, as in torch)."""
+    with numpy.errstate(invalid="ignore"):
+        diff = high - low
+        return high - diff * (1.0 - gamma) if gamma >= 0.5 else low + diff * gamma
 
 
 def _reference_keep_numpy(rows: List[Tensor], sparsity: float) -> Optional[List[Tensor]]:
@@ -278,7 +316,7 @@ def _reference_keep_numpy(rows: List[Tensor], sparsity: float) -> Optional[List[
     does not apply.
 
     Rows longer than ``_SORT_LIMIT`` take a bracket (:func:`_bracketed_keep`), shorter ones a
-    sort of one pooled copy, in place (faster than any bracket there, measured).
+    sort of one pooled copy, in place (faster than any bracket in numpy there, measured).
     """
     dtype = rows[0].dtype
     if (
@@ -375,6 +413,10 @@ def _bracketed_keep(
             low_value, numpy.float64(values[at[1]]), gamma
         )
     threshold = taus.astype(sample.dtype)
+    # The masks outside the bracket ("> high" kept, "< low" pruned) hold only for a tau inside
+    # it: not for a NaN one (-inf and a finite value interpolated prune everything).
+    if not bool(numpy.all((threshold >= low) & (threshold <= high))):
+        return None
 
     def settle(_row: Tensor, found: Tuple[Any, Any, Any, Any], ends: Any) -> Tensor:
         _, keep, flat, values = found

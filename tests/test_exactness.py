@@ -11,10 +11,20 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from captum_prune import PrunedGradient, _fast
+from captum_prune import PrunedGradient, _fast, criteria
 from tests._reference import oracle_attribution
 
 SPARSITY = 0.7
+
+
+@pytest.fixture(autouse=True, params=["sized", "every_output"])
+def shortcut_sizes(request, monkeypatch):
+    """Every case twice: with the size limits as shipped (these small layers keep their
+    outputs and the scoring backward takes every output as an input), and with every ReLU
+    output eligible for the in-place score and the backward to the lowest outputs only."""
+    if request.param == "every_output":
+        monkeypatch.setattr(_fast.ScoreInPlace, "MIN_ELEMENTS", 0)
+        monkeypatch.setattr(criteria, "_ALL_OUTPUTS_MAX_ELEMENTS", -1)
 
 
 class Net(nn.Module):

@@ -443,21 +443,26 @@ def test_compiled_abs_product_refuses_mismatched_buffers():
         _cpu._kernels.abs_product(numpy.zeros(4, "f4"), numpy.zeros(5, "f4"))
 
 
+@pytest.mark.parametrize("long_rows", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_every_fast_path_together_equals_the_plain_path(resnet18, dtype, monkeypatch):
-    # The bracket (long rows forced), the compiled passes and the in-place shortcuts at once,
-    # on a model with a recording user hook, against the plain path: no in-place shortcut
-    # (out-of-place masks and scores), no compiled module, the torch selection.
+def test_every_fast_path_together_equals_the_plain_path(resnet18, dtype, long_rows, monkeypatch):
+    # The selection (the bracket with long rows forced, else the compiled one), the compiled
+    # passes and the in-place shortcuts on every ReLU output at once, on a model with a
+    # recording user hook, against the plain path: no in-place shortcut (out-of-place masks
+    # and scores), no compiled module, the torch selection.
     import copy
 
-    from captum_prune import _fast
+    from captum_prune import _fast, criteria
 
     model = copy.deepcopy(resnet18).to(dtype)  # the fixture is shared: leave it as it is
     x = torch.randn(2, 3, 32, 32, dtype=dtype)
     records = []
     hook = model.layer1[0].relu.register_forward_hook(lambda m, a, o: records.append(o.clone()))
-    monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
-    monkeypatch.setattr("captum_prune.selection._SAMPLE", 4096)
+    if long_rows:
+        monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+        monkeypatch.setattr("captum_prune.selection._SAMPLE", 4096)
+    monkeypatch.setattr(_fast.ScoreInPlace, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(criteria, "_ALL_OUTPUTS_MAX_ELEMENTS", -1)
     try:
         fast = PrunedGradient(model).attribute(x, target=[1, 4], sparsity=0.8)
         fast_records, records[:] = list(records), []
@@ -472,3 +477,160 @@ def test_every_fast_path_together_equals_the_plain_path(resnet18, dtype, monkeyp
     assert len(fast_records) == len(records) and all(
         torch.equal(a, b) for a, b in zip(fast_records, records)
     )
+
+
+def _numpy_sort_keep(chunks, sparsity, monkeypatch):
+    """reference_keep by numpy's sort of each pooled row (no compiled module, no bracket)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_cpu, "_kernels", None)
+        patch.setattr("captum_prune.selection._SORT_LIMIT", 1 << 30)
+        return reference_keep(chunks, sparsity)
+
+
+def _selection_rows(dtype):
+    """Pooled rows of scores as networks give them, and as they could be: dead units (exact
+    zeros), ties, NaN, infinities, signed zeros, denormals, a constant row."""
+    g = torch.Generator().manual_seed(7)
+    special = torch.tensor(
+        [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45, -1e-45, 1.0, -1.0, 3e38]
+    )
+    for kind in ("relu", "normal", "ties", "special", "nan", "neg_inf", "constant"):
+        for widths in ([3], [40, 0, 9], [6000, 2500, 300], [16384, 16384, 8192, 3072, 7]):
+            shapes = [(3, w) for w in widths]
+            chunks = []
+            for shape in shapes:
+                c = torch.randn(shape, generator=g, dtype=torch.float64)
+                if kind == "relu":
+                    c = c.abs() * (torch.rand(shape, generator=g) < 0.5)
+                elif kind == "ties":
+                    c = torch.randint(0, 4, shape, generator=g).double()
+                elif kind == "special":
+                    c = special[torch.randint(0, len(special), shape, generator=g)].double()
+                elif kind == "nan":
+                    c[torch.rand(shape, generator=g) < 0.6] = float("nan")
+                elif kind == "neg_inf":
+                    c = c.abs()
+                    c[torch.rand(shape, generator=g) < 0.1] = -float("inf")
+                elif kind == "constant":
+                    c = torch.full(shape, 2.5, dtype=torch.float64)
+                chunks.append(c.to(dtype).contiguous())
+            yield kind, chunks
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_selection_equals_the_numpy_sort(dtype, monkeypatch):
+    # The compiled selection of rows up to _SORT_LIMIT (a sampled bracket, then an exact radix
+    # selection where the bracket misses or the row is short) against numpy's sort of every
+    # pooled row: the same masks, also where the bracket is made to miss (a tiny sample, no
+    # margin) or is skipped (sample 0: the radix selection alone).
+    import numpy
+
+    from captum_prune import selection
+
+    kernels = _cpu._kernels
+    for kind, chunks in _selection_rows(dtype):
+        n = sum(c.shape[1] for c in chunks)
+        for sparsity in (1e-4, 0.1, 0.5, 0.85, 0.9996, 0.33333):
+            expected = _numpy_sort_keep(chunks, sparsity, monkeypatch)
+            got = reference_keep(chunks, sparsity)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected)), (kind, n, sparsity)
+            ranks, gamma = selection._reference_ranks(n, sparsity)
+            arrays = tuple(c.numpy() for c in chunks)
+            for sample, margin in ((0, 3.0), (min(16, n), 0.0), (min(512, n), 1.0)):
+                keep = tuple(numpy.empty(a.shape, dtype=bool) for a in arrays)
+                kernels.select_keep(arrays, keep, 3, 0, 3, ranks[0], len(ranks) == 2, gamma,
+                                    sample, margin)
+                assert all(numpy.array_equal(k, e.numpy()) for k, e in zip(keep, expected)), (
+                    kind, n, sparsity, sample)
+
+
+@needs_kernels
+def test_compiled_selection_spreads_rows_over_the_pool(three_threads):
+    # Rows split among the pool's threads (one call per span of rows) give the same masks.
+    chunks = [torch.rand(64, 6000) ** 3, torch.rand(64, 3000)]
+    single = reference_keep(chunks, 0.85)
+    with _cpu.workers():
+        pooled = reference_keep(chunks, 0.85)
+    assert all(torch.equal(a, b) for a, b in zip(single, pooled))
+
+
+@needs_kernels
+def test_compiled_selection_refuses_mismatched_buffers():
+    import numpy
+
+    select = _cpu._kernels.select_keep
+    values = numpy.zeros((2, 5), dtype=numpy.float32)
+    keep = numpy.empty((2, 5), dtype=bool)
+    with pytest.raises(ValueError, match="select_keep"):  # one dtype for all chunks
+        select((values, values.astype("f8")), (keep, keep), 2, 0, 2, 3, False, 0.0, 0, 3.0)
+    with pytest.raises(ValueError, match="select_keep"):  # a keep byte per value
+        select((values,), (numpy.empty(9, dtype=bool),), 2, 0, 2, 3, False, 0.0, 0, 3.0)
+    with pytest.raises(ValueError, match="select_keep"):  # rank + 1 beyond the row
+        select((values,), (keep,), 2, 0, 2, 4, True, 0.5, 0, 3.0)
+    with pytest.raises(ValueError, match="select_keep"):  # rows beyond the buffers
+        select((values,), (keep,), 2, 0, 3, 1, False, 0.0, 0, 3.0)
+    with pytest.raises(ValueError, match="select_keep"):  # not float32/float64
+        select((values.astype("i4"),), (keep,), 2, 0, 2, 1, False, 0.0, 0, 3.0)
+
+
+def test_bracketed_selection_refuses_a_tau_outside_its_bracket(monkeypatch):
+    # -inf at the rank and a finite value next to it interpolate to NaN (numpy prunes every
+    # neuron then); the masks the bracket wrote outside it assumed a tau inside.
+    monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+    monkeypatch.setattr("captum_prune.selection._SAMPLE", 512)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 20000, generator=g)
+    x[:, :2000] = -float("inf")
+    x = x[:, torch.randperm(20000, generator=g)].contiguous()
+    for sparsity in (1999.2 / 19999, 0.1, 0.3):
+        expected = _numpy_sort_keep(x, sparsity, monkeypatch)
+        assert torch.equal(reference_keep(x, sparsity), expected)
+    assert not reference_keep(x, 1999.2 / 19999).any()
+
+
+def test_zero_rows_are_the_rows_without_a_nonzero_entry(monkeypatch):
+    a = torch.zeros(5, 3, 4)
+    b = torch.zeros(5, 7, dtype=torch.float64)
+    a[0, 1, 2] = 1.0
+    a[1] = -0.0  # zeros
+    b[2, 3] = float("nan")  # not a zero
+    a[3, 0, 0] = 1e-45  # nor is a denormal
+    b[1, 6] = 2.0
+    for tensors, expected in (
+        ([a], [1, 2, 4]),
+        ([a, b], [4]),
+        ([a, b.t().contiguous().t()], [4]),  # not contiguous: numpy's count
+        ([a.half()], [1, 2, 3, 4]),  # no numpy dtype: torch's (1e-45 is 0 in half)
+    ):
+        assert _cpu.zero_rows(tensors) == expected
+        with monkeypatch.context() as patch:
+            patch.setattr(_cpu, "_kernels", None)
+            assert _cpu.zero_rows(tensors) == expected
+
+
+@pytest.mark.parametrize("model_name", ["two_branches", "resnet18"])
+def test_scoring_backward_to_every_output_equals_the_one_to_the_lowest(model_name, resnet18,
+                                                                         monkeypatch):
+    # Small layer outputs are all inputs of the scoring backward (no graph walk); the
+    # gradients reaching each, and so every score and mask, are those of the backward to the
+    # lowest outputs only, bit for bit.
+    from captum_prune import criteria
+
+    torch.manual_seed(5)
+    if model_name == "two_branches":
+        model, target = _TwoBranches().eval(), [0, 2, 1]
+        inputs = (torch.randn(3, 5), torch.randn(3, 4))
+    else:
+        model, inputs, target = resnet18, torch.randn(2, 3, 32, 32), [1, 4]
+    walk_calls = []
+    lowest = criteria._lowest_layer_outputs
+    monkeypatch.setattr(criteria, "_lowest_layer_outputs",
+                        lambda acts: walk_calls.append(1) or lowest(acts))
+    every = PrunedGradient(model).pathway(inputs, target=target, sparsity=0.8)
+    assert not walk_calls  # small: no walk
+    monkeypatch.setattr(criteria, "_ALL_OUTPUTS_MAX_ELEMENTS", -1)
+    walked = PrunedGradient(model).pathway(inputs, target=target, sparsity=0.8)
+    assert walk_calls
+    assert all(torch.equal(a, b) for a, b in zip(every.scores, walked.scores))
+    assert all(torch.equal(a, b) for a, b in zip(every.masks, walked.masks))
