@@ -178,10 +178,11 @@ class Run:
     def forward(self, transform: Optional[Transform]) -> Tuple[Tensor, Tensor]:
         r"""One forward with ``transform`` applied to every layer call; returns the model
         output and the objective's ``(N,)`` values. Raises what the hooks saw go wrong."""
-        with self.hooks.forward_pass(transform):
-            output = run_model(self.forward_func, self.inputs, self.additional_forward_args)
-            values = self.objective.values(output, self.hooks.captured, self.num_examples)
-        return output, values
+        return self.hooks.forward_pass(transform, self._forward)
+
+    def _forward(self) -> Tuple[Tensor, Tensor]:
+        output = run_model(self.forward_func, self.inputs, self.additional_forward_args)
+        return output, self.objective.values(output, self.hooks.captured, self.num_examples)
 
     def backward(
         self, values: Tensor, wrt: Sequence[Tensor], grad_kwargs: Optional[dict] = None

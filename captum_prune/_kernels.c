@@ -442,6 +442,48 @@ typedef struct {
         }                                                                                    \
         return a;                                                                            \
     }                                                                                        \
+    /* The keys of ranks low <= high among keys[0..size) (destroyed): the top digit's      \
+     * histogram (COPIES of it) finds the bins that hold them, and only the keys of those    \
+     * bins and the ones between are sorted (into spare, size keys). */                      \
+    static void NAME##_two_ranks(K *keys, K *spare, uint64_t size, uint64_t low,            \
+                                 uint64_t high, uint32_t *hist, K *k_low, K *k_high) {       \
+        const int shift = (int)(8 * sizeof(K)) - FIRST_BITS;                                 \
+        uint64_t i, bin, cum = 0, below = 0, count = 0;                                      \
+        K first = 0, last = 0, *sorted;                                                      \
+        int found = 0;                                                                       \
+        memset(hist, 0, sizeof(uint32_t) * (COPIES << FIRST_BITS));                          \
+        for (i = 0; i + COPIES <= size; i += COPIES) {                                       \
+            hist[(keys[i] >> shift) * COPIES]++;                                             \
+            hist[(keys[i + 1] >> shift) * COPIES + 1]++;                                     \
+            hist[(keys[i + 2] >> shift) * COPIES + 2]++;                                     \
+            hist[(keys[i + 3] >> shift) * COPIES + 3]++;                                     \
+        }                                                                                    \
+        for (; i < size; i++) {                                                              \
+            hist[(keys[i] >> shift) * COPIES]++;                                             \
+        }                                                                                    \
+        for (bin = 0; found < 2; bin++) {                                                    \
+            const uint64_t here = (uint64_t)hist[bin * COPIES] + hist[bin * COPIES + 1] +    \
+                                  hist[bin * COPIES + 2] + hist[bin * COPIES + 3];           \
+            if (!found && cum + here > low) {                                                \
+                first = (K)bin;                                                              \
+                below = cum;                                                                 \
+                found = 1;                                                                   \
+            }                                                                                \
+            if (found && cum + here > high) {                                                \
+                last = (K)bin;                                                               \
+                found = 2;                                                                   \
+            }                                                                                \
+            cum += here;                                                                     \
+        }                                                                                    \
+        for (i = 0; i < size; i++) {                                                         \
+            const K digit = keys[i] >> shift;                                                \
+            spare[count] = keys[i];                                                          \
+            count += (digit >= first) & (digit <= last);                                     \
+        }                                                                                    \
+        sorted = NAME##_sort(spare, keys, count, hist);                                      \
+        *k_low = sorted[low - below];                                                        \
+        *k_high = sorted[high - below];                                                      \
+    }                                                                                        \
     /* Radix selection of ranks rank and rank + 1 among keys[0..size), whose digits above  \
      * `shift` are settled: `below` smaller keys lie elsewhere, and `next` (if has_next) is  \
      * the smallest larger key found elsewhere. Narrows the keys in place, digit by digit,    \
@@ -578,7 +620,8 @@ typedef struct {
         const double high_at =                                                               \
             ceil((double)last / (double)(n - 1) * (double)(m - 1) + s->margin * sd + 4.0);   \
         const K top = (K) ~(K)0;                                                             \
-        K *keys = w->keys, *sorted, k0, k1;                                                  \
+        const uint64_t scale = (n << 32) / m, stretch = n / m;                               \
+        K *keys = w->keys, k0, k1, k_low, k_high;                                            \
         T *found = w->values;                                                                \
         unsigned char inside[BLOCK];                                                         \
         uint64_t i, below = 0, count = 0, nan = 0, state = 0x9e3779b97f4a7c15ull;            \
@@ -590,15 +633,18 @@ typedef struct {
         for (i = 0, c = 0, base = 0; i < m; i++) {                                           \
             uint64_t at;                                                                     \
             state = state * 6364136223846793005ull + 1442695040888963407ull;                 \
-            at = i * n / m + (((state >> 32) * (n / m)) >> 32);                              \
+            /* (i * n / m without a division: scale is n / m in 32.32 fixed point) */       \
+            at = ((i * scale) >> 32) + (((state >> 32) * stretch) >> 32);                    \
             while ((uint64_t)(base + s->widths[c]) <= at) {                                  \
                 base += s->widths[c++];                                                      \
             }                                                                                \
             keys[i] = KEY(((const T *)s->arrays[c])[r * s->widths[c] + (Py_ssize_t)at - base]); \
         }                                                                                    \
-        sorted = NAME##_sort(keys, w->spare, m, w->hist);                                    \
-        low = low_at < 0 ? (T)-INFINITY : (T)VALUE(sorted[(uint64_t)low_at]);                \
-        high = high_at >= (double)m ? (T)INFINITY : (T)VALUE(sorted[(uint64_t)high_at]);     \
+        NAME##_two_ranks(keys, w->spare, m, low_at < 0 ? 0 : (uint64_t)low_at,              \
+                         high_at >= (double)m ? m - 1 : (uint64_t)high_at, w->hist, &k_low,   \
+                         &k_high);                                                           \
+        low = low_at < 0 ? (T)-INFINITY : (T)VALUE(k_low);                                   \
+        high = high_at >= (double)m ? (T)INFINITY : (T)VALUE(k_high);                        \
         if (isnan(low) || isnan(high)) {                                                     \
             return 1;                                                                        \
         }                                                                                    \

@@ -166,20 +166,19 @@ def _scores_from(
 
 
 #: Layer outputs (elements, all calls together) up to which the scoring backward is taken
-#: with respect to every one of them: their gradients are then all held at once, which is
-#: cheaper than finding the lowest ones in the graph (a walk in Python) while they are small.
+#: with respect to every one of them: their gradients are then all held at once, which costs
+#: less than finding the lowest outputs in the graph (a walk in Python) and a hook per output
+#: while they are small.
 _ALL_OUTPUTS_MAX_ELEMENTS = 1 << 20
 
 
-def _backward_inputs(acts: List[Tensor], eligible: List[bool]) -> List[Tensor]:
-    """What the scoring backward differentiates with respect to: a set of layer outputs
-    through which every layer output that affects the target is reached (the gradients,
-    and so the scores, are the same whichever is taken). Every output, where they are small
-    and none takes its score in place (whose write must follow its node's backward, so it
-    must not be an input); else the lowest ones (:func:`_lowest_layer_outputs`)."""
-    if not any(eligible) and sum(act.numel() for act in acts) <= _ALL_OUTPUTS_MAX_ELEMENTS:
-        return [act for act in acts if act.requires_grad]
-    return _lowest_layer_outputs(acts)
+def _all_outputs_at_once(acts: List[Tensor], eligible: List[bool]) -> bool:
+    """Whether the scoring backward differentiates with respect to every layer output (small
+    ones, none taking its score in place: that write must follow its node's backward, which
+    does not run for an input) rather than to the lowest ones, with a hook on each output
+    (:func:`_lowest_layer_outputs`). The gradients reaching each output, and so the scores,
+    are the same either way: the same nodes run below the objective."""
+    return not any(eligible) and sum(act.numel() for act in acts) <= _ALL_OUTPUTS_MAX_ELEMENTS
 
 
 def _lowest_layer_outputs(acts: List[Tensor]) -> List[Tensor]:
@@ -293,8 +292,16 @@ class Taylor(Criterion):
         kept = list(acts) if keep_activations else []
         holder: List[Optional[Tensor]] = acts  # dropped entry by entry below
         scores: List[Optional[Tensor]] = [None] * len(acts)
-        if values.requires_grad:
-            roots = _backward_inputs(acts, eligible)
+        if values.requires_grad and _all_outputs_at_once(acts, eligible):
+            # Small outputs: their gradients all at once, from one backward, no hooks.
+            wanted = [call for call, act in enumerate(acts) if act.requires_grad]
+            grads = run.backward(values, [acts[call] for call in wanted])
+            for call, grad in zip(wanted, grads):
+                if grad is not None:
+                    scores[call] = _fast.plain_score(acts[call], grad, dtype)
+            del grads
+        elif values.requires_grad:
+            roots = _lowest_layer_outputs(acts)
             root_ids = {id(root) for root in roots}
             for call, act in enumerate(acts):
                 if not act.requires_grad:

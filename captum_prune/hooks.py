@@ -21,16 +21,16 @@ The object also
   backward pass (activation checkpointing recomputes the forward there, where the masks cannot
   follow it).
 """
-import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 #: ``transform(call_index, output) -> new output`` (``None`` keeps the output as it is).
 Transform = Callable[[int, Tensor], Optional[Tensor]]
+R = TypeVar("R")
 
 _REGISTRY_LOCK = threading.Lock()
 #: Thread id -> the NeuronHooks entered (and not yet left) by that thread, innermost last.
@@ -192,21 +192,22 @@ class NeuronHooks:
 
     # ------------------------------------------------------------------ passes
 
-    @contextlib.contextmanager
-    def forward_pass(self, transform: Optional[Transform]) -> Iterator[None]:
-        r"""Applies ``transform`` to every layer call of the forward run inside the block.
+    def forward_pass(self, transform: Optional[Transform], forward: Callable[[], R]) -> R:
+        r"""``forward()``, with ``transform`` applied to every layer call it makes; returns
+        what ``forward`` returns.
 
-        The call record (:attr:`calls`) starts empty and stays readable after the block.
-        Raises, after the forward, the first cause of an inexact result seen during it.
+        The call record (:attr:`calls`) starts empty and stays readable afterwards. Raises,
+        after the forward, the first cause of an inexact result seen during it.
         """
         self.transform = transform
         self.calls = []
         self.captured = [[] for _ in self.captures]
         try:
-            yield
+            result = forward()
         finally:
             self.transform = None
         self.raise_error()
+        return result
 
     def raise_error(self) -> None:
         r"""Raises the first cause of an inexact result recorded so far (if any)."""
