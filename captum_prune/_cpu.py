@@ -123,7 +123,8 @@ def zero_rows(tensors: Sequence[Tensor]) -> List[int]:
         for t in tensors[1:]:
             if not empty:
                 break
-            empty = [i for i in _kernels.zero_rows(t.detach().numpy(), n) if i in empty]
+            also = set(_kernels.zero_rows(t.detach().numpy(), n))
+            empty = [i for i in empty if i in also]
         return empty
     return (~nonzero_rows(tensors)).nonzero().flatten().tolist()
 
