@@ -36,6 +36,7 @@ def _torch_only(monkeypatch):
 def test_torch_path_selects_as_the_numpy_path(rule, long_rows, monkeypatch):
     if long_rows:  # the sampled-bracket path
         monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+        monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
         monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
     chunks = _chunks(0)
     for sparsity in (0.2, 0.7, 0.95):
@@ -54,6 +55,7 @@ def test_numpy_reference_rule_equals_the_torch_path_on_special_values(
 ):
     if long_rows:  # the bracket paths: numpy's fused one against the torch one
         monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+        monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
         monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
     if not kernels:  # the bracket in numpy, as where the C module was not built
         monkeypatch.setattr(_cpu, "_kernels", None)
@@ -81,6 +83,7 @@ def test_torch_path_attributes_as_the_numpy_path(resnet18, monkeypatch):
 
 def test_thread_count_does_not_change_the_selection(monkeypatch):
     monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 100)
+    monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
     monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
     monkeypatch.setattr(_cpu, "_POOL_MIN_ELEMENTS", 1)  # pool these small chunks too
     pools = []
@@ -460,6 +463,7 @@ def test_every_fast_path_together_equals_the_plain_path(resnet18, dtype, long_ro
     hook = model.layer1[0].relu.register_forward_hook(lambda m, a, o: records.append(o.clone()))
     if long_rows:
         monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+        monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
         monkeypatch.setattr("captum_prune.selection._SAMPLE", 4096)
     monkeypatch.setattr(_fast.ScoreInPlace, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(criteria, "_ALL_OUTPUTS_MAX_ELEMENTS", -1)
@@ -520,7 +524,7 @@ def _selection_rows(dtype):
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_selection_equals_the_numpy_sort(dtype, monkeypatch):
-    # The compiled selection of rows up to _SORT_LIMIT (a sampled bracket, then an exact radix
+    # The compiled selection (a sampled bracket, then an exact radix
     # selection where the bracket misses or the row is short) against numpy's sort of every
     # pooled row: the same masks, also where the bracket is made to miss (a tiny sample, no
     # margin) or is skipped (sample 0: the radix selection alone).
@@ -543,6 +547,27 @@ def test_compiled_selection_equals_the_numpy_sort(dtype, monkeypatch):
                                     sample, margin)
                 assert all(numpy.array_equal(k, e.numpy()) for k, e in zip(keep, expected)), (
                     kind, n, sparsity, sample)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_selection_of_long_rows_equals_the_numpy_sort(dtype, monkeypatch):
+    # Rows past the numpy path's sort limit (a CIFAR ResNet-8 at batch 1 has 295k scores) go
+    # through the compiled selection too, up to _COMPILED_ROW_LIMIT.
+    from captum_prune import selection
+
+    g = torch.Generator().manual_seed(11)
+    relu = torch.randn(2, 300_000, generator=g, dtype=torch.float64).abs()
+    relu[torch.rand(2, 300_000, generator=g) < 0.5] = 0.0
+    ties = torch.randint(0, 3, (2, 300_000), generator=g).double()
+    ties[0, :10] = float("nan")
+    split_ties = [c.contiguous() for c in ties.to(dtype).split([1, 299_999], 1)]
+    for chunks in ([relu.to(dtype)], split_ties):
+        assert sum(c.shape[1] for c in chunks) > selection._SORT_LIMIT
+        for sparsity in (0.5, 0.85, 0.99):
+            expected = _numpy_sort_keep(chunks, sparsity, monkeypatch)
+            got = reference_keep(chunks, sparsity)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
 @needs_kernels
@@ -578,6 +603,7 @@ def test_bracketed_selection_refuses_a_tau_outside_its_bracket(monkeypatch):
     # -inf at the rank and a finite value next to it interpolate to NaN (numpy prunes every
     # neuron then); the masks the bracket wrote outside it assumed a tau inside.
     monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+    monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
     monkeypatch.setattr("captum_prune.selection._SAMPLE", 512)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 20000, generator=g)

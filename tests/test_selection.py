@@ -97,6 +97,7 @@ def test_chunks_select_as_the_pooled_row(rule, sparsity, monkeypatch):
     chunks = [c.reshape(s) for c, s in zip(scores.split([200, 1000, 800, 3800], 1), shapes)]
     for limit in (1 << 17, 100):
         monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", limit)
+        monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", limit)
         monkeypatch.setattr("captum_prune.selection._SAMPLE", 512)
         pooled = rule(scores, sparsity)
         split = rule(chunks, sparsity)
@@ -125,6 +126,7 @@ def test_rows_are_independent():
 def test_order_statistics_on_long_rows_equal_kthvalue(sparsity, zeros, monkeypatch):
     # Long rows take the sampled-bracket path; force it on moderately long rows.
     monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 1000)
+    monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
     monkeypatch.setattr("captum_prune.selection._SAMPLE", 256)
     scores = _rows(7, n_rows=3, n=200_003, zeros=zeros)
     n = scores.shape[1]
@@ -140,6 +142,7 @@ def test_order_statistics_on_long_rows_equal_kthvalue(sparsity, zeros, monkeypat
 
 def test_order_statistics_fall_back_when_the_bracket_misses(monkeypatch):
     monkeypatch.setattr("captum_prune.selection._SORT_LIMIT", 10)
+    monkeypatch.setattr("captum_prune.selection._COMPILED_ROW_LIMIT", 0)
     monkeypatch.setattr("captum_prune.selection._SAMPLE", 64)
     monkeypatch.setattr("captum_prune.selection._MARGIN_SDS", -1e3)  # empty bracket: misses
     fallbacks = []

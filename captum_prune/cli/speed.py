@@ -1,8 +1,10 @@
 r"""``captum-prune speed``: time and memory of PrunedGradient against Captum's gradient methods.
 
-The models are torchvision's ``resnet18``, ``resnet50`` and ``vgg16`` with random weights, and
-``digits``, the embedded :class:`~captum_prune.zoo.models.DigitsResNet` (32x32 inputs) with the
-cached default weights when the cache holds them, else random ones (it is never trained here).
+The models are torchvision's ``resnet18``, ``resnet50`` and ``vgg16`` with random weights,
+``resnet8``, the paper's :class:`~captum_prune.zoo.models.CifarResNet8` (32x32 inputs, random
+weights), and ``digits``, the embedded :class:`~captum_prune.zoo.models.DigitsResNet` (32x32
+inputs) with the cached default weights when the cache holds them, else random ones (it is
+never trained here).
 
 Every method runs in one process on the same model and input; the repetitions alternate
 between methods (round robin), so slow drifts of the machine affect all methods alike, and the
@@ -59,10 +61,11 @@ from captum_prune._shared import atomic_write
 from captum_prune.cli._common import check_output_file, quiet_captum, torch_threads
 from captum_prune.cli.errors import CommandError
 
-#: torchvision architectures (random weights) and the embedded digits model.
-MODELS = ("resnet18", "resnet50", "vgg16", "digits")
-#: Input side and classes of the digits model.
-_DIGITS_SIZE, _DIGITS_CLASSES = 32, 10
+#: torchvision architectures (random weights), the paper's CIFAR ResNet-8 (random weights) and
+#: the embedded digits model.
+MODELS = ("resnet18", "resnet50", "vgg16", "resnet8", "digits")
+#: Input side and classes of the small models (the torchvision ones: --size, 1000 classes).
+_SMALL_MODELS = {"resnet8": (32, 10), "digits": (32, 10)}
 DEVICES = ("cpu", "cuda", "all")
 CRITERIA = ("taylor", "integrated_gradients")
 #: Methods in the order they are run and printed; Saliency is the reference of every ratio.
@@ -327,6 +330,10 @@ def _build_model(name: str, device: str) -> Tuple[torch.nn.Module, str]:
         else:
             model, weights = cached[0], "cached default weights"
         return model.eval().to(device), weights
+    if name == "resnet8":
+        from captum_prune.zoo.models import CifarResNet8
+
+        return CifarResNet8().eval().to(device), "random weights"
     import torchvision
 
     return getattr(torchvision.models, name)(weights=None).eval().to(device), "random weights"
@@ -415,9 +422,7 @@ def run_benchmark(
         for model_name in args.models:
             torch.manual_seed(args.seed)
             model, weights = _build_model(model_name, device)
-            digits = model_name == "digits"
-            size = _DIGITS_SIZE if digits else args.size
-            classes = _DIGITS_CLASSES if digits else 1000
+            size, classes = _SMALL_MODELS.get(model_name, (args.size, 1000))
             for batch in args.batch_sizes:
                 inputs = torch.randn(batch, 3, size, size, generator=generator).to(device)
                 target = torch.randint(0, classes, (batch,), generator=generator).tolist()
@@ -602,7 +607,8 @@ def _name_list(text: str) -> List[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_name_list, default=list(MODELS),
                         help=f"comma-separated models, of: {', '.join(MODELS)} (default: all; "
-                        "digits: the embedded model, 32x32, cached weights if any)")
+                        "resnet8: the paper's CIFAR ResNet-8, 32x32; digits: the embedded "
+                        "model, 32x32, cached weights if any)")
     parser.add_argument("--batch-sizes", type=_positive_int_list, default=[1, 8],
                         help="comma-separated batch sizes (default: 1,8)")
     parser.add_argument("--device", default="all",

@@ -201,6 +201,18 @@ def test_digits_model_runs_with_random_weights_when_none_is_cached(tmp_path, mon
     assert all(r["iqr_s"] is not None and r["iqr_s"] >= 0 for r in rows)
 
 
+def test_cifar_resnet8_runs_at_its_own_input_size(tmp_path, capsys):
+    path = tmp_path / "resnet8.json"
+    status = cli.main(["speed", "--models", "resnet8", "--batch-sizes", "1", "--repeats", "2",
+                       "--no-ig", "--device", "cpu", "--threads", "1", "--json", str(path)])
+    assert status == 0
+    assert "resnet8 (random weights, 32x32) batch 1" in capsys.readouterr().out
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["model"], r["method"]) for r in rows] == [
+        ("resnet8", "Saliency"), ("resnet8", "PrunedGradient(taylor)")]
+    assert rows[1]["time_ratio"] > 0
+
+
 def test_busy_machine_and_implausible_ratios_are_warned_about():
     from captum_prune.cli.speed import Measurement, add_ratios, busy_warnings
 
