@@ -318,15 +318,15 @@ static PyObject *abs_product(PyObject *self, PyObject *args) {
 
 /* ---------------------------------------------------------------- select_keep
  *
- * The reference rule's masks for rows of up to a few hundred thousand pooled scores, per row:
- * the rank-th (and rank+1-th) smallest value as numpy's sort places them (NaN last), numpy's
+ * The reference rule's masks for rows of up to a few million pooled scores, per row: the
+ * rank-th (and rank+1-th) smallest value as numpy's sort places them (NaN last), numpy's
  * linear interpolation between the two in double, rounded to the scores' type, and
  * keep = score > tau. numpy sorts a pooled copy of every row for that. Here:
  *
- * 1. a fixed sample of the row, sorted, gives a bracket [low, high] that should hold both
- *    ranks; one classifying pass (bracket's) writes keep = score > high, counts the scores
- *    below low and collects the few in between with their positions; those are sorted, the
- *    two ranks read, and the masks of the in-between ones set from tau;
+ * 1. two ranks of a fixed sample of the row give a bracket [low, high] that should hold both;
+ *    one classifying pass (bracket's) writes keep = score > high, counts the scores below low
+ *    and collects the few in between with their positions; a radix selection among those
+ *    places the two ranks, and the masks of the in-between ones are set from tau;
  * 2. where the bracket misses (the counts say so, or tau falls outside it), or the row is
  *    short, an exact radix selection on order-preserving integer keys finds the two values
  *    instead (a histogram of the top bits, the keys of the bin that holds the rank, narrowed
