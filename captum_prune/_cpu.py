@@ -6,10 +6,11 @@ On the CPU, several of torch's kernels that the method leans on are far slower t
 83 ms against a 9 ms partition). A CPU tensor is a numpy array without a copy, so these helpers
 take tensors, use numpy where it is faster and torch everywhere else (CUDA, half precision).
 
-Three passes have a compiled form, :func:`bracket`, :func:`mask_` and :func:`abs_product_`:
-they run in ``captum_prune._kernels`` (C, built at install where a compiler is) when that module
-is there, and in numpy or torch otherwise, with the same results bit for bit (tested against
-each other).
+Five steps have a compiled form, :func:`bracket`, :func:`mask_`, :func:`abs_product_`,
+:func:`zero_rows` and :func:`select_keep` (the last only there: the selection calls it where
+the module is in use): they run in ``captum_prune._kernels`` (C, built at install where a
+compiler is) when that module is there, and in numpy or torch otherwise, with the same results
+bit for bit (tested against each other).
 
 Per-layer work on large tensors is spread over the threads torch would use
 (:func:`map_chunks`), from one pool that lives for one attribution call (:func:`workers`).

@@ -163,7 +163,7 @@ def plain_target(target: Any) -> Any:
     r"""A validated target in the form :func:`select_target_values` selects fastest: a
     one-element integer tensor as its int (what Captum selects by), anything else as it is."""
     if isinstance(target, Tensor) and target.numel() == 1:
-        return int(target.item())
+        return _as_python(target)
     return target
 
 

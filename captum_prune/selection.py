@@ -277,14 +277,13 @@ def _compiled_reference_keep(
         return None
     dtype, first = chunks[0].dtype, chunks[0]
     num_rows = first.shape[0] if first.dim() else 0
-    if dtype not in (torch.float32, torch.float64) or num_rows == 0:
+    if dtype not in (torch.float32, torch.float64) or num_rows == 0 or not _cpu.on_numpy(*chunks):
         return None
     for chunk in chunks:
         if (
             chunk.dtype != dtype
             or chunk.dim() == 0
             or chunk.shape[0] != num_rows
-            or chunk.device.type != "cpu"
             or not chunk.is_contiguous()
         ):
             return None
